@@ -1,0 +1,3 @@
+from iat.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""The App container, built once per sidecar (or per test): settings, registry, event bus, databases, services.
+
+Nothing here is a module-level singleton, so tests build as many Apps as they like. Databases open lazily: the
+stdio transport answers its first ping before peewee is even imported.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from typing import TYPE_CHECKING
+
+from iat import __version__
+from iat.events import EventBus
+from iat.logs import REDACTOR
+from iat.registry import load_commands
+from iat.settings import Settings
+
+if TYPE_CHECKING:
+    from iat.db.store import Store
+    from iat.projects.directory import ProjectDirectory
+
+
+class App:
+    def __init__(self, settings: Settings, *, token: str | None = None):
+        self.settings = settings
+        self.registry = load_commands()
+        self.events = EventBus()
+        # Per-start secret for the socket and HTTP transports; stdio needs none (its parent owns the pipe).
+        self.token = token or secrets.token_urlsafe(32)
+        REDACTOR.add(self.token)
+        self.started_transports: dict[str, dict] = {}
+        self.stopping = threading.Event()  # set when shutdown begins: transports admit no new calls
+        self.shutdown_requested = threading.Event()  # set by system.shutdown and signals: the runner stops
+        self._lock = threading.Lock()
+        self._app_store: Store | None = None
+        self._projects: ProjectDirectory | None = None
+
+    # --- databases and services, opened on first use ---
+
+    @property
+    def app_store(self) -> Store:
+        with self._lock:
+            if self._app_store is None:
+                from iat.db.store import Store
+                from iat.users.service import ensure_local_user
+
+                self.settings.home.mkdir(parents=True, exist_ok=True)
+                store = Store.open_sqlite(self.settings.home / "app.db", "app")
+                store.write(ensure_local_user)
+                self._app_store = store
+            return self._app_store
+
+    @property
+    def projects(self) -> ProjectDirectory:
+        with self._lock:
+            if self._projects is None:
+                from iat.projects.directory import ProjectDirectory
+
+                self._projects = ProjectDirectory(self)
+            return self._projects
+
+    def current_user(self) -> dict:
+        """The acting user: the single seeded `local` user until authentication lands (SPEC 3.1)."""
+        from iat.users.service import get_user
+
+        return self.app_store.read(get_user, "local")
+
+    def info(self) -> dict:
+        from iat.db.migrations import latest_version
+
+        return {
+            "version": __version__,
+            "schema_version": {"app": latest_version("app"), "project": latest_version("project")},
+            "pid": os.getpid(),
+            "home": str(self.settings.home),
+        }
+
+    def close(self) -> None:
+        """Closes every database after queued writes finish. Call once the transports stopped taking calls."""
+        with self._lock:
+            projects, self._projects = self._projects, None
+            store, self._app_store = self._app_store, None
+        if projects is not None:
+            projects.close_all()
+        if store is not None:
+            store.close()

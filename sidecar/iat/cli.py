@@ -1,0 +1,88 @@
+"""Command line: `iat-sidecar serve|demo|doctor|schema` (also `python -m iat`).
+
+Imports stay inside the subcommands: `serve --stdio` must answer its first ping before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iat-sidecar", description="IAT Toolkit sidecar")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve JSON-RPC over stdio, a localhost socket and/or HTTP")
+    serve.add_argument("--stdio", action="store_true", help="newline-delimited JSON-RPC on stdin/stdout")
+    serve.add_argument("--tcp", type=int, metavar="PORT", help="newline-delimited JSON-RPC on 127.0.0.1:PORT (0: any)")
+    serve.add_argument("--http", type=int, metavar="PORT", help="REST + /rpc + /ws on 127.0.0.1:PORT (0: any)")
+    serve.add_argument("--home", help="data folder (default: $IAT_HOME or the user data dir)")
+
+    demo = sub.add_parser("demo", help="run the offline demo on the embedded defaults")
+    demo.add_argument("--home", help="keep the demo's data here (default: a temporary folder)")
+
+    doctor = sub.add_parser("doctor", help="check this installation: data folder, databases, bundled libraries")
+    doctor.add_argument("--home")
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+
+    schema = sub.add_parser("schema", help="write or check schema/ (DDL of both engines, openapi.json)")
+    schema.add_argument("--check", action="store_true", help="fail when schema/ differs from the code")
+    schema.add_argument("--dir", default="schema")
+    schema.add_argument("--pg-dsn", help="PostgreSQL server to build the PostgreSQL DDL on")
+    return parser
+
+
+def _settings(home: str | None):
+    from iat.settings import Settings
+
+    return Settings.from_env(**({"home": __import__("pathlib").Path(home).resolve()} if home else {}))
+
+
+def serve(args: argparse.Namespace) -> int:
+    if not (args.stdio or args.tcp is not None or args.http is not None):
+        print("serve needs --stdio, --tcp PORT and/or --http PORT", file=sys.stderr)
+        return 2
+    from iat.rpc.stdio import LineWriter, claim_stdout
+
+    out = LineWriter(claim_stdout())
+    settings = _settings(args.home)
+    from iat.logs import setup_logging
+
+    setup_logging(settings.log_level, settings.logs_dir)
+    from iat.app import App
+    from iat.server import Sidecar
+
+    app = App(settings)
+    sidecar = Sidecar(app, stdio_in=sys.stdin.buffer if args.stdio else None, out=out, tcp_port=args.tcp,
+                      http_port=args.http)
+    code = sidecar.run()
+    import logging
+    import os
+
+    logging.shutdown()
+    # Worker threads may still sit in a call that outlived the stop budget: everything committed is on disk.
+    os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "demo":
+        from iat.demo import run_demo
+
+        return run_demo(args.home)
+    if args.command == "doctor":
+        from iat.doctor import run_doctor
+
+        return run_doctor(_settings(args.home), as_json=args.json)
+    if args.command == "schema":
+        from iat.schema_files import run_schema
+
+        return run_schema(args.dir, check=args.check, pg_dsn=args.pg_dsn)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Command modules: one per domain, each command declared once with iat.registry.command."""

@@ -1,0 +1,140 @@
+"""projects.*: create, list, read, update, archive and delete projects (SPEC 2.1)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from iat.clock import utcnow
+from iat.commands.common import ProjectRef, Slug
+from iat.errors import ConfirmationRequired
+from iat.projects import repo
+from iat.registry import Params, Result, command
+
+class ProjectOut(Result):
+    id: str
+    owner_user_id: str
+    slug: str
+    name: str
+    description: str
+    status: Literal["active", "archived", "deleted"]
+    settings_json: dict
+    root_dir: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProjectSummary(Result):
+    id: str
+    slug: str
+    name: str
+    status: Literal["active", "archived", "deleted"]
+    root_dir: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class ProjectList(Result):
+    items: list[ProjectSummary]
+
+
+class CreateParams(Params):
+    slug: Slug
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=10_000)
+    settings_json: dict = Field(default_factory=dict)
+    local_project_root: str | None = Field(None, description="Folder of the project; default <home>/projects/<slug>")
+
+
+class ListParams(Params):
+    status: Literal["active", "archived"] | None = None
+
+
+class UpdateParams(ProjectRef):
+    name: str | None = Field(None, min_length=1, max_length=200)
+    description: str | None = Field(None, max_length=10_000)
+    settings_json: dict | None = None
+
+
+class DeleteParams(ProjectRef):
+    confirm: bool = Field(False, description="Must be true: deletion is destructive")
+    purge: bool = Field(False, description="Remove the folder instead of moving it to the trash")
+
+
+class Deleted(Result):
+    id: str
+    slug: str
+    trash_dir: str | None
+
+
+def _out(handle, row: dict) -> ProjectOut:
+    return ProjectOut.model_validate({**row, "root_dir": str(handle.root)})
+
+
+def _change(ctx, slug: str, changes: dict, event: str) -> ProjectOut:
+    handle = ctx.app.projects.open(slug)
+    actor = ctx.app.current_user()
+    row = handle.store.write(repo.update_project, handle.id, changes, actor["id"], event, utcnow())
+    ctx.app.projects.sync_index(row)
+    ctx.app.events.publish(event, {"project_id": handle.id, "slug": slug})
+    return _out(handle, row)
+
+
+@command("projects.create", params=CreateParams, result=ProjectOut, route=("POST", "/api/projects"), mutating=True)
+def create(ctx, p: CreateParams) -> ProjectOut:
+    """Creates a project: its folder, its own project.db with the canonical schema, and its storage policy."""
+    handle = ctx.app.projects.create(p.slug, p.name, p.description, p.settings_json, p.local_project_root)
+    row = handle.store.read(repo.get_project, handle.id)
+    ctx.app.events.publish("project.created", {"project_id": handle.id, "slug": p.slug, "name": p.name})
+    return _out(handle, row)
+
+
+@command("projects.list", params=ListParams, result=ProjectList, route=("GET", "/api/projects"))
+def list_projects(ctx, p: ListParams) -> ProjectList:
+    """Lists the current user's projects (active and archived; filter with status)."""
+    rows = ctx.app.projects.list(p.status)
+    return ProjectList(items=[ProjectSummary.model_validate(r) for r in rows])
+
+
+@command("projects.get", params=ProjectRef, result=ProjectOut, route=("GET", "/api/projects/{slug}"))
+def get(ctx, p: ProjectRef) -> ProjectOut:
+    """Returns one project by slug."""
+    handle = ctx.app.projects.open(p.slug)
+    return _out(handle, handle.store.read(repo.get_project, handle.id))
+
+
+@command("projects.update", params=UpdateParams, result=ProjectOut, route=("PATCH", "/api/projects/{slug}"),
+         mutating=True)
+def update(ctx, p: UpdateParams) -> ProjectOut:
+    """Changes a project's name, description or settings (only the fields given)."""
+    changes = p.model_dump(exclude={"slug"}, exclude_none=True)
+    return _change(ctx, p.slug, changes, "project.updated")
+
+
+@command("projects.archive", params=ProjectRef, result=ProjectOut, route=("POST", "/api/projects/{slug}/archive"),
+         mutating=True)
+def archive(ctx, p: ProjectRef) -> ProjectOut:
+    """Archives a project: it stays readable and can be restored with projects.unarchive."""
+    return _change(ctx, p.slug, {"status": "archived"}, "project.archived")
+
+
+@command("projects.unarchive", params=ProjectRef, result=ProjectOut,
+         route=("POST", "/api/projects/{slug}/unarchive"), mutating=True)
+def unarchive(ctx, p: ProjectRef) -> ProjectOut:
+    """Makes an archived project active again."""
+    return _change(ctx, p.slug, {"status": "active"}, "project.unarchived")
+
+
+@command("projects.delete", params=DeleteParams, result=Deleted, route=("DELETE", "/api/projects/{slug}"),
+         mutating=True)
+def delete(ctx, p: DeleteParams) -> Deleted:
+    """Deletes a project (needs confirm=true): its folder goes to the trash, or is removed with purge=true."""
+    if not p.confirm:
+        ctx.app.projects.open(p.slug)  # an unknown slug is not_found, not a confirmation question
+        raise ConfirmationRequired(f"deleting project {p.slug!r} is destructive; repeat with confirm=true",
+                                   details={"slug": p.slug, "confirm_with": {"confirm": True}})
+    result = ctx.app.projects.delete(p.slug, purge=p.purge)
+    ctx.app.events.publish("project.deleted", {"project_id": result["id"], "slug": p.slug})
+    return Deleted(**result)

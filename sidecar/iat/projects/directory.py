@@ -1,0 +1,209 @@
+"""Where projects live: the index in app.db, one self-contained folder per project, its open database.
+
+A project folder holds `project.db` (the full canonical schema with that project's rows) and `assets/`; copying
+the folder copies the project. app.db only records which folders exist, so listing projects opens no project DB.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from iat.audit import repo as audit
+from iat.clock import utcnow
+from iat.db.models import ProjectIndex
+from iat.db.store import Store
+from iat.errors import Conflict, NotFound
+from iat.projects import repo
+
+if TYPE_CHECKING:
+    from iat.app import App
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "project.db"
+
+
+@dataclass(frozen=True)
+class ProjectHandle:
+    id: str
+    slug: str
+    root: Path
+    store: Store
+
+    @property
+    def files_dir(self) -> Path:
+        return self.root / "assets"
+
+
+class ProjectDirectory:
+    def __init__(self, app: App):
+        self.app = app
+        self._open: dict[str, ProjectHandle] = {}
+        self._lock = threading.RLock()  # guards _open and folder moves; held only around opening and closing
+
+    # --- the index ---
+
+    def _entry(self, slug: str) -> dict:
+        owner = self.app.current_user()
+
+        def find() -> dict | None:
+            return (ProjectIndex.select()
+                    .where((ProjectIndex.owner_user_id == owner["id"]) & (ProjectIndex.slug == slug))
+                    .dicts().first())
+
+        entry = self.app.app_store.read(find)
+        if entry is None:
+            raise NotFound(f"project {slug!r} not found", details={"slug": slug})
+        return entry
+
+    def list(self, status: str | None) -> list[dict]:
+        owner = self.app.current_user()
+
+        def query() -> list[dict]:
+            q = ProjectIndex.select().where(ProjectIndex.owner_user_id == owner["id"])
+            if status is not None:
+                q = q.where(ProjectIndex.status == status)
+            return list(q.order_by(ProjectIndex.slug).dicts())
+
+        return self.app.app_store.read(query)
+
+    def sync_index(self, project: dict) -> None:
+        """Mirrors a project's name and status into the index after its project.db changed."""
+
+        def update() -> None:
+            ProjectIndex.update(name=project["name"], status=project["status"], updated_at=project["updated_at"]) \
+                .where(ProjectIndex.id == project["id"]).execute()
+
+        self.app.app_store.write(update)
+
+    # --- opening ---
+
+    def open(self, slug: str) -> ProjectHandle:
+        with self._lock:
+            handle = self._open.get(slug)
+            if handle is not None:
+                return handle
+            entry = self._entry(slug)
+            root = Path(entry["root_dir"])
+            db_path = root / DB_NAME
+            if not db_path.is_file():
+                raise NotFound(f"project {slug!r} is indexed but its database is missing at {db_path}",
+                               details={"slug": slug, "root_dir": str(root)})
+            store = Store.open_sqlite(db_path, "project")
+            try:
+                store.read(repo.get_project, entry["id"])  # the folder must hold this very project
+            except NotFound:
+                store.close()
+                raise Conflict(f"the folder {root} holds another project than {slug!r}",
+                               details={"slug": slug, "root_dir": str(root)}) from None
+            handle = ProjectHandle(entry["id"], slug, root, store)
+            self._open[slug] = handle
+            return handle
+
+    def close(self, slug: str) -> None:
+        with self._lock:
+            handle = self._open.pop(slug, None)
+        if handle is not None:
+            handle.store.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            handles, self._open = list(self._open.values()), {}
+        for handle in handles:
+            handle.store.close()
+
+    # --- creating and deleting ---
+
+    def resolve_root(self, slug: str, local_project_root: str | None) -> Path:
+        if local_project_root:
+            root = Path(local_project_root).expanduser()
+            return (root if root.is_absolute() else self.app.settings.home / root).resolve()
+        return self.app.settings.projects_dir / slug
+
+    def create(self, slug: str, name: str, description: str, settings: dict,
+               local_project_root: str | None) -> ProjectHandle:
+        """Builds the project in a temporary sibling folder and renames it into place, so a crash never leaves
+        a half-made project; only then is it added to the index."""
+        owner = self.app.current_user()
+        root = self.resolve_root(slug, local_project_root)
+        with self._lock:
+            if any(e["slug"] == slug for e in self.list(None)):
+                raise Conflict(f"project {slug!r} already exists", details={"slug": slug})
+            if root.exists() and any(root.iterdir()):
+                raise Conflict(f"the folder {root} exists and is not empty", details={"root_dir": str(root)})
+            root.parent.mkdir(parents=True, exist_ok=True)
+            staging = root.parent / f".{root.name}.creating-{uuid.uuid4().hex[:8]}"
+            staging.mkdir()
+            project_id = str(uuid.uuid4())
+            now = utcnow()
+            try:
+                (staging / "assets").mkdir()
+                store = Store.open_sqlite(staging / DB_NAME, "project")
+                try:
+                    store.write(repo.create_project, owner,
+                                {"id": project_id, "slug": slug, "name": name, "description": description,
+                                 "settings_json": settings},
+                                {"local_base_dir": str(root.parent), "local_project_root": str(root)}, now)
+                finally:
+                    store.close()
+                if root.exists():
+                    root.rmdir()  # empty (checked above)
+                os.replace(staging, root)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+
+            def index() -> None:
+                ProjectIndex.insert(id=project_id, owner_user_id=owner["id"], slug=slug, name=name,
+                                    status="active", root_dir=str(root), created_at=now, updated_at=now).execute()
+
+            try:
+                self.app.app_store.write(index)
+            except BaseException:
+                shutil.rmtree(root, ignore_errors=True)
+                raise
+            return self.open(slug)
+
+    def delete(self, slug: str, *, purge: bool) -> dict:
+        """Marks the project deleted in its own database, moves its folder to the trash (or removes it when
+        `purge`), and drops it from the index. Returns where the folder went."""
+        owner = self.app.current_user()
+        with self._lock:
+            handle = self.open(slug)
+            handle.store.write(repo.update_project, handle.id, {"status": "deleted"}, owner["id"], "project.deleted",
+                               utcnow())
+            self.close(slug)
+            trash = self._move_to_trash(handle.root, slug)
+
+            def unindex() -> None:
+                ProjectIndex.delete().where(ProjectIndex.id == handle.id).execute()
+                audit.record_app(handle.id, owner["id"], "project.deleted",
+                                 {"slug": slug, "purged": purge, "trash_dir": None if purge else str(trash)})
+
+            try:
+                self.app.app_store.write(unindex)
+            except BaseException:
+                os.replace(trash, handle.root)  # put it back: the project stays as it was, bar its status
+                raise
+        if purge:
+            shutil.rmtree(trash, ignore_errors=True)
+            return {"id": handle.id, "slug": slug, "trash_dir": None}
+        return {"id": handle.id, "slug": slug, "trash_dir": str(trash)}
+
+    def _move_to_trash(self, root: Path, slug: str) -> Path:
+        stamp = utcnow().strftime("%Y%m%dT%H%M%S")
+        target = self.app.settings.trash_dir / f"{slug}-{stamp}-{uuid.uuid4().hex[:6]}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(root, target)
+        except OSError:  # another filesystem (a custom project root): keep it beside where it was
+            target = root.parent / f".{root.name}.deleted-{stamp}"
+            os.replace(root, target)
+        return target

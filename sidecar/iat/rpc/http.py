@@ -1,0 +1,203 @@
+"""HTTP on 127.0.0.1 (aiohttp, in its own thread and event loop): `POST /rpc`, a websocket at `/ws`, the REST
+routes generated from the registry, and `GET /openapi.json`.
+
+Every request must carry `Authorization: Bearer <token>`, a loopback Host (DNS rebinding) and, when it has an
+Origin, one on the allow-list (CSRF from a web page). Errors have the one body shape `{"error": {...}}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import threading
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING
+
+from aiohttp import WSMsgType, web
+
+from iat.errors import (Forbidden, IATError, InvalidParams, MethodNotAllowed, NotFound, ParseError, PayloadTooLarge,
+                        Unauthorized, error_object)
+from iat.rpc.openapi import openapi_document
+from iat.rpc.protocol import Dispatcher, Session, encode
+
+if TYPE_CHECKING:
+    from iat.registry import Command
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _host_name(host: str) -> str:
+    if host.startswith("["):
+        return host[: host.index("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def error_json(exc: BaseException, status: int | None = None) -> web.Response:
+    body = {"error": error_object(exc)}
+    code = status or (exc.http_status if isinstance(exc, IATError) else 500)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    return web.Response(body=encode(body), status=code, content_type="application/json", headers=headers)
+
+
+class HttpTransport:
+    def __init__(self, dispatcher: Dispatcher, executor: Executor, port: int, max_message_bytes: int,
+                 allowed_origins: tuple[str, ...]):
+        self.dispatcher = dispatcher
+        self.app = dispatcher.app
+        self.executor = executor
+        self.allowed_origins = frozenset(allowed_origins)
+        self.max_message_bytes = max_message_bytes
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._websockets: set[web.WebSocketResponse] = set()
+        # Bind now, in the caller's thread, so the port is known before sidecar.ready is printed.
+        self._loop.run_until_complete(self._start(port))
+        self._thread = threading.Thread(target=self._loop.run_forever, name="iat-http", daemon=True)
+
+    async def _start(self, port: int) -> None:
+        web_app = web.Application(middlewares=[self._guard], client_max_size=self.max_message_bytes)
+        web_app.router.add_post("/rpc", self._rpc)
+        web_app.router.add_get("/ws", self._ws)
+        web_app.router.add_get("/openapi.json", self._openapi)
+        for cmd in self.app.registry:
+            if cmd.route is not None:
+                web_app.router.add_route(cmd.route.method, cmd.route.path, self._rest_handler(cmd))
+        self._runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        async def shutdown() -> None:
+            for ws in list(self._websockets):
+                await ws.close()
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout)
+        except Exception:  # noqa: BLE001 - stopping anyway
+            log.warning("the HTTP server did not stop cleanly", exc_info=True)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+
+    # --- the guard: every request ---
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler) -> web.StreamResponse:
+        if _host_name(request.host or "") not in LOOPBACK_HOSTS:
+            return error_json(Forbidden("the Host header must name a loopback address"))
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in self.allowed_origins:
+            return error_json(Forbidden(f"origin {origin!r} is not allowed"))
+        auth = request.headers.get("Authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), self.app.token.encode()):
+            return error_json(Unauthorized("missing or wrong bearer token"))
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return error_json(PayloadTooLarge(f"body over the {self.max_message_bytes}-byte limit",
+                                              details={"limit_bytes": self.max_message_bytes}))
+        except web.HTTPMethodNotAllowed as exc:
+            return error_json(MethodNotAllowed(f"{request.method} is not allowed on {request.path}",
+                                               details={"allowed": sorted(exc.allowed_methods)}))
+        except web.HTTPNotFound:
+            return error_json(NotFound(f"no route {request.path}", details={"path": request.path}))
+
+    def _session(self, transport: str) -> Session:
+        return Session(transport, authenticated=True)  # the guard checked the token
+
+    async def _in_executor(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    # --- JSON-RPC over HTTP ---
+
+    async def _rpc(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        reply = await self._in_executor(self.dispatcher.handle_bytes, body, self._session("http"))
+        if reply is None:  # notifications only
+            return web.Response(status=204)
+        return web.Response(body=reply, content_type="application/json")
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=self.max_message_bytes, heartbeat=30)
+        await ws.prepare(request)
+        loop = asyncio.get_running_loop()
+        outbox: asyncio.Queue[bytes] = asyncio.Queue()
+
+        def push(message: dict) -> None:  # from any thread
+            loop.call_soon_threadsafe(outbox.put_nowait, encode(message))
+
+        session = Session("ws", authenticated=True, push=push)
+
+        async def sender() -> None:
+            while True:
+                data = await outbox.get()
+                await ws.send_str(data.decode())
+
+        send_task = asyncio.create_task(sender())
+        unsubscribe = self.app.events.subscribe(push)
+        self._websockets.add(ws)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    data = msg.data.encode()
+                elif msg.type == WSMsgType.BINARY:
+                    data = msg.data
+                else:
+                    continue
+                asyncio.create_task(self._ws_handle(data, session, outbox))
+        finally:
+            unsubscribe()
+            self._websockets.discard(ws)
+            send_task.cancel()
+        return ws
+
+    async def _ws_handle(self, data: bytes, session: Session, outbox: asyncio.Queue) -> None:
+        reply = await self._in_executor(self.dispatcher.handle_bytes, data, session)
+        if reply is not None:
+            outbox.put_nowait(reply)
+
+    async def _openapi(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(openapi_document(self.app.registry))
+
+    # --- REST ---
+
+    def _rest_handler(self, cmd: Command):
+        async def handle(request: web.Request) -> web.StreamResponse:
+            try:
+                params = await self._rest_params(request, cmd)
+                result = await self._in_executor(self.dispatcher.call, cmd.name, params, self._session("rest"))
+            except Exception as exc:  # noqa: BLE001 - one body shape for every failure
+                self.dispatcher.log_failure(cmd.name, exc)
+                return error_json(exc)
+            return web.Response(body=encode(result), content_type="application/json")
+
+        return handle
+
+    @staticmethod
+    async def _rest_params(request: web.Request, cmd: Command) -> dict:
+        params: dict = dict(request.query)
+        if request.method in _BODY_METHODS and request.can_read_body:
+            raw = await request.read()
+            if raw.strip():
+                try:
+                    body = json.loads(raw)
+                except (ValueError, UnicodeDecodeError) as exc:
+                    raise ParseError(f"invalid JSON body: {exc}") from None
+                if not isinstance(body, dict):
+                    raise InvalidParams("the body must be a JSON object", details={"errors": []})
+                params.update(body)
+        # Path segments win: /api/projects/a with {"slug": "b"} acts on a.
+        params.update(request.match_info)
+        return params

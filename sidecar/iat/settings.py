@@ -1,0 +1,56 @@
+"""Runtime settings: from the environment, overridable per App (tests build as many Apps as they like)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Mapping
+
+# The Tauri webview's origins on each platform; any other Origin header is refused.
+TAURI_ORIGINS = ("tauri://localhost", "http://tauri.localhost", "https://tauri.localhost")
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    max_message_bytes: int = 16 * 1024 * 1024
+    allowed_origins: tuple[str, ...] = TAURI_ORIGINS
+    worker_threads: int = 8
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
+        env = os.environ if environ is None else environ
+        home = env.get("IAT_HOME")
+        if home:
+            home_path = Path(home).expanduser()
+        else:
+            import platformdirs  # only when no IAT_HOME is given: it costs start-up time
+
+            home_path = Path(platformdirs.user_data_dir("iat-toolkit", appauthor=False))
+        settings = cls(home=home_path.resolve())
+        if env.get("IAT_MAX_MESSAGE_BYTES"):
+            settings = replace(settings, max_message_bytes=int(env["IAT_MAX_MESSAGE_BYTES"]))
+        if env.get("IAT_ALLOWED_ORIGINS"):
+            extra = tuple(o.strip() for o in env["IAT_ALLOWED_ORIGINS"].split(",") if o.strip())
+            settings = replace(settings, allowed_origins=TAURI_ORIGINS + extra)
+        if env.get("IAT_LOG_LEVEL"):
+            settings = replace(settings, log_level=env["IAT_LOG_LEVEL"].upper())
+        return replace(settings, **overrides)
+
+    @property
+    def projects_dir(self) -> Path:
+        return self.home / "projects"
+
+    @property
+    def trash_dir(self) -> Path:
+        return self.home / "trash"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def ready_file(self) -> Path:
+        return self.home / "sidecar.json"
