@@ -45,7 +45,7 @@ def chain(kind: Chain) -> list[Migration]:
 
 
 def latest_version(kind: Chain) -> int:
-    return len(_CHAINS[kind])
+    return len(chain(kind))
 
 
 def build_schema(kind: Chain) -> Schema:
