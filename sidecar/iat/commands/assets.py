@@ -6,9 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from iat.assets import repo
 from iat.commands.common import Page, PageParams, ProjectRef
+from iat.lazy import lazy_import
 from iat.registry import Result, command
+
+repo = lazy_import("iat.assets.repo")
 
 AssetKind = Literal["input", "reference", "generated", "mask", "upscaled", "bg_removed", "final", "run_log",
                     "export", "other"]

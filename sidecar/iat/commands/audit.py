@@ -6,9 +6,11 @@ from datetime import datetime
 
 from pydantic import Field
 
-from iat.audit import repo
 from iat.commands.common import Page, Slug
+from iat.lazy import lazy_import
 from iat.registry import Params, Result, command
+
+repo = lazy_import("iat.audit.repo")
 
 
 class AuditEventOut(Result):

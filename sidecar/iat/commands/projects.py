@@ -10,8 +10,10 @@ from pydantic import Field
 from iat.clock import utcnow
 from iat.commands.common import ProjectRef, Slug
 from iat.errors import ConfirmationRequired
-from iat.projects import repo
+from iat.lazy import lazy_import
 from iat.registry import Params, Result, command
+
+repo = lazy_import("iat.projects.repo")
 
 class ProjectOut(Result):
     id: str

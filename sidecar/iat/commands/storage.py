@@ -9,9 +9,11 @@ from pydantic import Field
 from iat.clock import utcnow
 from iat.commands.common import ProjectRef
 from iat.errors import Conflict
-from iat.projects import repo
+from iat.lazy import lazy_import
 from iat.registry import Result, command
-from iat.storage import policy
+
+repo = lazy_import("iat.projects.repo")
+policy = lazy_import("iat.storage.policy")
 
 
 class StorageOut(Result):

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from iat.commands.common import NoParams
+from iat.lazy import lazy_import
 from iat.registry import Params, Result, command
-from iat.users import service
+
+service = lazy_import("iat.users.service")
 
 
 class UserOut(Result):
