@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
-from iat.errors import (Forbidden, IATError, InvalidParams, MethodNotAllowed, NotFound, ParseError, PayloadTooLarge,
+from iat.errors import (Forbidden, IATError, InvalidParams, InvalidRequest, MethodNotAllowed, NotFound, ParseError, PayloadTooLarge,
                         Unauthorized, error_object)
 from iat.rpc.openapi import openapi_document
 from iat.rpc.protocol import Dispatcher, Session, encode
@@ -113,6 +113,11 @@ class HttpTransport:
                                                details={"allowed": sorted(exc.allowed_methods)}))
         except web.HTTPNotFound:
             return error_json(NotFound(f"no route {request.path}", details={"path": request.path}))
+        except web.HTTPException as exc:
+            return error_json(InvalidRequest(exc.reason), status=exc.status)
+        except Exception as exc:  # noqa: BLE001 - one body shape, even for a bug
+            self.dispatcher.log_failure(request.path, exc)
+            return error_json(exc)
 
     def _session(self, transport: str) -> Session:
         return Session(transport, authenticated=True)  # the guard checked the token
@@ -178,6 +183,8 @@ class HttpTransport:
             try:
                 params = await self._rest_params(request, cmd)
                 result = await self._in_executor(self.dispatcher.call, cmd.name, params, self._session("rest"))
+            except web.HTTPException:
+                raise  # the guard maps aiohttp's own (413 for a body over the limit)
             except Exception as exc:  # noqa: BLE001 - one body shape for every failure
                 self.dispatcher.log_failure(cmd.name, exc)
                 return error_json(exc)

@@ -77,8 +77,8 @@ class Dispatcher:
         """
         try:
             message = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return encode(error_response(None, ParseError(f"invalid JSON: {exc}")))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
+            return encode(error_response(None, ParseError(f"invalid JSON: {type(exc).__name__}: {exc}"[:300])))
         reply = self.handle_message(message, session, refuse=refuse)
         return None if reply is None else encode(reply)
 
@@ -113,11 +113,11 @@ class Dispatcher:
 
     def call(self, method: str, params: Any, session: Session) -> Any:
         """Validates and runs one command; returns its JSON-ready result or raises an IATError."""
+        if not session.authenticated and method not in _OPEN_METHODS:  # before the lookup: reveal nothing
+            raise Unauthorized("authenticate first: call system.auth with the sidecar's token")
         cmd = self.app.registry.get(method)
         if cmd is None:
             raise MethodNotFound(f"method {method!r} not found")
-        if not session.authenticated and method not in _OPEN_METHODS:
-            raise Unauthorized("authenticate first: call system.auth with the sidecar's token")
         validated = self._validate(cmd, params)
         out = cmd.handler(CallContext(self.app, session, cmd), validated)
         return self._dump(cmd, out)
@@ -127,7 +127,11 @@ class Dispatcher:
         admitting calls, answers shutting_down at once instead (calls admitted earlier still finish)."""
 
         def run(refuse: IATError | None = None) -> None:
-            out = self.handle_bytes(line, session, refuse=refuse)
+            try:
+                out = self.handle_bytes(line, session, refuse=refuse)
+            except Exception as exc:  # noqa: BLE001 - a bug must still answer, never vanish in the executor
+                self.log_failure("(message)", exc)
+                out = encode(error_response(None, exc))
             if out is not None:
                 reply(out)
 
