@@ -11,7 +11,7 @@ import pytest
 from iat.app import App
 from iat.settings import Settings
 
-from conftest import Client
+from support import Client
 
 
 def audit_codes(client: Client, slug: str | None = None) -> list[str]:

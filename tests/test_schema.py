@@ -13,7 +13,7 @@ import pytest
 from iat.db import migrations
 from iat.schema_files import drifted
 
-from conftest import missing_real_part
+from support import missing_real_part
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT.parent / "shared" / "SPEC.md"

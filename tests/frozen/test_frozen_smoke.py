@@ -1,0 +1,277 @@
+"""The PyInstaller-frozen sidecar, started the way the Tauri shell starts it, with no Python anywhere on PATH.
+
+- `serve --stdio`: the first stdout line is `sidecar.ready`; ping, projects.create/get, a typed not_found error and
+  system.info answer; closing stdin ends the process within 2 s and leaves no process behind.
+- `doctor --json`: every product dependency (onnxruntime, rembg/pymatting/numba, boto3, keyring, vosk, ...) imports
+  inside the frozen build, and numba's JIT cache lands in the writable user cache dir set by the runtime hook.
+- the bundle's shape: botocore data pruned to the services the sidecar uses, no test suites shipped.
+
+The binary is dist/iat-sidecar (scripts/build-sidecar builds it). It runs in a bare environment: PATH names only an
+empty folder (no Python, no tools), no PYTHONHOME/PYTHONPATH, HOME and IAT_HOME in temporary folders. When the build
+is missing the tests skip, unless IAT_REQUIRE_REAL_PARTS=1 (scripts/test sets it), where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.process
+
+ROOT = Path(__file__).resolve().parents[2]
+DIST = ROOT / "dist" / "iat-sidecar"
+BINARY = DIST / ("iat-sidecar.exe" if os.name == "nt" else "iat-sidecar")
+# numba's compiled kernels (pymatting's, imported by rembg) are cached here between runs: the first import compiles
+# them (tens of seconds), later runs load them.
+PERSISTENT_CACHE = ROOT / ".build" / "frozen-test-cache"
+
+
+@pytest.fixture(scope="session")
+def frozen_binary() -> Path:
+    if not BINARY.is_file():
+        message = f"{BINARY.relative_to(ROOT)} is missing: build it with `python scripts/build-sidecar`"
+        if os.environ.get("IAT_REQUIRE_REAL_PARTS") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return BINARY
+
+
+@pytest.fixture
+def bare_env(tmp_path: Path) -> dict[str, str]:
+    """An environment in which no Python can be found: the frozen binary must need nothing from outside."""
+    empty_bin = tmp_path / "empty-bin"
+    empty_bin.mkdir()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        "PATH": str(empty_bin),
+        "HOME": str(home),
+        "IAT_HOME": str(tmp_path / "iat-home"),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "XDG_CACHE_HOME": str(PERSISTENT_CACHE),
+    }
+    if os.name == "nt":  # what Windows itself needs; the user cache dir there is %LOCALAPPDATA%
+        env.update({k: os.environ[k] for k in ("SYSTEMROOT", "WINDIR", "TEMP", "TMP") if k in os.environ})
+        env.update(USERPROFILE=str(home), LOCALAPPDATA=str(PERSISTENT_CACHE))
+    assert shutil.which("python3", path=env["PATH"]) is None and shutil.which("python", path=env["PATH"]) is None
+    assert not any(k.startswith("PYTHON") for k in env)
+    return env
+
+
+# Distribution names as `doctor --json` reports them under "modules".
+PRODUCT_DISTRIBUTIONS = [
+    "pydantic", "peewee", "aiohttp", "platformdirs", "pillow", "numpy", "onnxruntime", "rembg", "pymatting",
+    "boto3", "cryptography", "keyring", "openai", "vosk", "sounddevice", "pyttsx3",
+]
+BOTOCORE_SERVICES = {"s3", "sts", "sso", "sso-oidc", "signin"}
+
+
+class FrozenSidecar:
+    """The frozen `serve --stdio` process with a reader thread per output stream (so neither pipe can fill up)."""
+
+    def __init__(self, binary: Path, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [str(binary), "serve", "--stdio"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, cwd=env["HOME"], start_new_session=(os.name != "nt"),
+        )
+        self.lines: queue.Queue[bytes | None] = queue.Queue()
+        self.stderr = bytearray()
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self._next_id = 0
+
+    def _read_stdout(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _read_stderr(self) -> None:
+        for chunk in iter(lambda: self.proc.stderr.read1(65536), b""):
+            self.stderr += chunk
+
+    def log(self) -> str:
+        return self.stderr.decode("utf-8", "replace")[-4000:]
+
+    def read_message(self, timeout: float = 30.0) -> dict:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"no output from the frozen sidecar within {timeout} s; its log:\n{self.log()}")
+        if line is None:
+            self.proc.wait(timeout=5)
+            pytest.fail(f"the frozen sidecar closed stdout (exit {self.proc.returncode}); its log:\n{self.log()}")
+        try:
+            return json.loads(line)
+        except ValueError:
+            pytest.fail(f"stdout line is not JSON: {line[:500]!r}; its log:\n{self.log()}")
+
+    def send(self, message: dict) -> None:
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def call(self, method: str, params: dict | None = None, timeout: float = 30.0) -> dict:
+        """Sends one request and returns its response (notifications in between are skipped)."""
+        self._next_id += 1
+        request = {"jsonrpc": "2.0", "id": self._next_id, "method": method}
+        if params is not None:
+            request["params"] = params
+        self.send(request)
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self.read_message(max(0.1, deadline - time.monotonic()))
+            if message.get("id") == self._next_id:
+                assert message.get("jsonrpc") == "2.0", message
+                return message
+            assert "id" not in message, f"response to an unknown request: {message}"
+
+    def result(self, method: str, params: dict | None = None) -> dict:
+        response = self.call(method, params)
+        assert "error" not in response, f"{method} failed: {response}\nlog:\n{self.log()}"
+        return response["result"]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (index 0 = state, 1 = ppid, 3 = session, 19 = starttime)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """pid -> start time of every live process below `root`, from /proc."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _proc_stat(int(entry))
+            if stat:
+                children.setdefault(int(stat[1]), []).append(int(entry))
+                starts[int(entry)] = stat[19]
+    found: dict[int, str] = {}
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found[child] = starts[child]
+            todo.append(child)
+    return found
+
+
+def _in_session(sid: int) -> list[int]:
+    """Live (not zombie) processes whose session is `sid`: a leftover child keeps it even once reparented."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _proc_stat(int(entry))
+            if stat and int(stat[3]) == sid and stat[0] != "Z":
+                out.append(int(entry))
+    return out
+
+
+def test_frozen_serve_stdio_smoke(frozen_binary: Path, bare_env: dict[str, str]) -> None:
+    started = time.monotonic()
+    sidecar = FrozenSidecar(frozen_binary, bare_env)
+    try:
+        ready = sidecar.read_message(timeout=60)
+        ready_s = time.monotonic() - started
+        assert ready.get("method") == "sidecar.ready" and "id" not in ready, f"first line is not sidecar.ready: {ready}"
+        params = ready["params"]
+        assert params["version"] and params["schema_version"]["app"] >= 1 and params["schema_version"]["project"] >= 1
+        assert params["pid"] == sidecar.proc.pid  # onedir: the process the shell spawned is the sidecar itself
+        assert Path(params["home"]) == Path(bare_env["IAT_HOME"])
+        assert params["tcp"] is None and params["http"] is None and params["token"]
+
+        assert sidecar.result("system.ping")["pong"] is True
+
+        created = sidecar.result("projects.create", {"slug": "smoke", "name": "Smoke"})
+        assert created["slug"] == "smoke" and created["name"] == "Smoke"
+        got = sidecar.result("projects.get", {"slug": "smoke"})
+        assert got["slug"] == "smoke" and got["name"] == "Smoke"
+
+        missing = sidecar.call("projects.get", {"slug": "no-such-project"})
+        assert missing["error"]["code"] == -32004, missing
+        assert missing["error"]["data"]["name"] == "not_found", missing
+
+        info = sidecar.result("system.info")
+        assert info["version"] == params["version"]
+        if "frozen" in info:
+            assert info["frozen"] is True
+
+        running = _descendants(sidecar.proc.pid) if sys.platform.startswith("linux") else {}
+
+        sidecar.proc.stdin.close()
+        closed = time.monotonic()
+        try:
+            code = sidecar.proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the frozen sidecar still runs 2 s after stdin closed; its log:\n{sidecar.log()}")
+        assert code == 0, f"exit {code} after stdin closed; its log:\n{sidecar.log()}"
+        print(f"ready after {ready_s:.2f} s; exited {time.monotonic() - closed:.2f} s after stdin closed")
+
+        if sys.platform.startswith("linux"):
+            time.sleep(0.2)
+            left = [pid for pid, start in running.items() if (_proc_stat(pid) or [None] * 20)[19] == start
+                    and _proc_stat(pid)[0] != "Z"]
+            assert not left, f"child processes outlived the sidecar: {left}"
+            assert not _in_session(sidecar.proc.pid), "processes of the sidecar's session outlived it"
+    finally:
+        sidecar.kill()
+
+
+def test_frozen_doctor_imports_every_product_dependency(frozen_binary: Path, bare_env: dict[str, str]) -> None:
+    proc = subprocess.run([str(frozen_binary), "doctor", "--json"], env=bare_env, cwd=bare_env["HOME"],
+                          capture_output=True, timeout=600)
+    log = proc.stderr.decode("utf-8", "replace")[-4000:]
+    try:
+        report = json.loads(proc.stdout)
+    except ValueError:
+        pytest.fail(f"doctor --json printed no JSON (exit {proc.returncode}): {proc.stdout[:2000]!r}\n{log}")
+    modules = report["modules"]
+    bad = {name: modules.get(name, "not checked") for name in PRODUCT_DISTRIBUTIONS
+           if not (isinstance(modules.get(name), dict) and modules[name].get("ok"))}
+    assert not bad, f"product dependencies that do not import in the frozen build: {bad}\n{log}"
+    for name in PRODUCT_DISTRIBUTIONS:
+        assert modules[name].get("version"), f"{name}: no version reported (metadata not collected?)"
+    assert report["frozen"] is True
+    assert report["home"]["ok"], report["home"]
+    assert report["ok"] is True and proc.returncode == 0, (report, log)
+
+    if sys.platform.startswith("linux"):
+        # rembg imports pymatting, whose numba kernels compile (cache=True) at import: the runtime hook points
+        # NUMBA_CACHE_DIR at <user cache>/iat-toolkit/numba, and the compiled kernels must land there.
+        numba_cache = PERSISTENT_CACHE / "iat-toolkit" / "numba"
+        assert any(numba_cache.rglob("*.nbi")), f"numba cached nothing under {numba_cache}"
+
+
+def test_frozen_bundle_shape(frozen_binary: Path) -> None:
+    internal = DIST / "_internal"
+    if not internal.is_dir():  # PyInstaller < 6 put everything next to the executable
+        internal = DIST
+    data = internal / "botocore" / "data"
+    services = {p.name for p in data.iterdir() if p.is_dir()}
+    assert services == BOTOCORE_SERVICES, f"botocore data not pruned as intended: {sorted(services)}"
+    for name in ("endpoints.json", "partitions.json", "sdk-default-configuration.json"):
+        assert (data / name).is_file(), name
+    shipped_tests = [str(p.relative_to(DIST)) for p in internal.rglob("tests") if p.is_dir()]
+    assert not shipped_tests, f"test suites shipped in the bundle: {shipped_tests[:10]}"
+    for lib in ("onnxruntime", "vosk", "llvmlite"):
+        native = [p for p in (internal / lib).rglob("*") if p.suffix in (".so", ".dll", ".dylib", ".pyd", ".dyld")
+                  or ".so." in p.name]
+        assert native, f"no native library of {lib} in the bundle"

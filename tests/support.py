@@ -1,0 +1,35 @@
+"""Helpers the tests import (conftest.py files are not importable by name: there are several)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from iat.app import App
+from iat.errors import IATError
+from iat.rpc.protocol import Dispatcher, Session
+
+
+def missing_real_part(what: str) -> None:
+    """Fails in CI, skips elsewhere."""
+    if os.environ.get("IAT_REQUIRE_REAL_PARTS") == "1":
+        pytest.fail(f"required real part missing: {what}")
+    pytest.skip(f"real part missing: {what}")
+
+
+class Client:
+    """Calls commands in process through the same JSON-RPC dispatcher the transports use."""
+
+    def __init__(self, app: App):
+        self.app = app
+        self.dispatcher = Dispatcher(app)
+        self.session = Session("inproc", authenticated=True)
+
+    def call(self, method: str, **params):
+        return self.dispatcher.call(method, params, self.session)
+
+    def error(self, method: str, **params) -> IATError:
+        with pytest.raises(IATError) as info:
+            self.call(method, **params)
+        return info.value
