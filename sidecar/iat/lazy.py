@@ -1,25 +1,32 @@
-"""Module-level imports that load on first attribute access (the importlib.util.LazyLoader recipe).
+"""Module-level imports that load on first attribute access.
 
 Command modules import their domain modules this way, so loading the registry does not load peewee and the
-database layer: `serve --stdio` answers its first ping sooner.
+database layer: `serve --stdio` answers its first ping sooner. (Not importlib.util.LazyLoader: on Python 3.11 two
+threads touching a lazy module at once can see it half-initialised; importlib.import_module takes the import
+locks.)
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
 from types import ModuleType
+from typing import Any
 
 
-def lazy_import(name: str) -> ModuleType:
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"no module named {name!r}")
-    loader = importlib.util.LazyLoader(spec.loader)
-    spec.loader = loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    loader.exec_module(module)
-    return module
+class LazyModule:
+    def __init__(self, name: str):
+        self._name = name
+        self._module: ModuleType | None = None
+
+    def __getattr__(self, attr: str) -> Any:
+        module = self._module
+        if module is None:
+            module = self._module = importlib.import_module(self._name)
+        return getattr(module, attr)
+
+    def __repr__(self) -> str:
+        return f"<lazy module {self._name!r}>"
+
+
+def lazy_import(name: str) -> Any:
+    return LazyModule(name)
