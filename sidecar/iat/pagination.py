@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 
+from peewee import Tuple
+
 from iat.clock import format_ts, parse_ts
 from iat.errors import InvalidParams
 
@@ -28,8 +30,10 @@ def keyset_page(query, model, limit: int, cursor: str | None) -> tuple[list[dict
     """One page of `query` (already scoped) newest first, and the cursor of the next page (None at the end)."""
     if cursor:
         created_at, row_id = decode_cursor(cursor)
-        query = query.where((model.created_at < created_at)
-                            | ((model.created_at == created_at) & (model.id < row_id)))
+        # A row-value comparison, so SQLite and PostgreSQL seek in the index instead of scanning down to it.
+        # Values in a Tuple skip the fields' conversion: convert them here, as the columns store them.
+        query = query.where(Tuple(model.created_at, model.id)
+                            < Tuple(model.created_at.db_value(created_at), model.id.db_value(row_id)))
     rows = list(query.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1).dicts())
     if len(rows) > limit:
         return rows[:limit], encode_cursor(rows[limit - 1])
