@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from iat.errors import IATError, all_error_classes, error_object
+from iat.errors import all_error_classes, error_object
 from iat.registry import REGISTRY, Command, Params, Result, Route, command, load_commands
 from iat.rpc.openapi import openapi_document
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
 def _settings(home: str | None):
     from iat.settings import Settings
 
-    return Settings.from_env(**({"home": __import__("pathlib").Path(home).resolve()} if home else {}))
+    return Settings.from_env(**({"home": Path(home).resolve()} if home else {}))
 
 
 def serve(args: argparse.Namespace) -> int:

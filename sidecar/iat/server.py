@@ -8,6 +8,7 @@ back), remove the ready file.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -98,5 +99,5 @@ class Sidecar:
             log.warning("calls still running at shutdown are abandoned; what they committed is kept")
             self.executor.shutdown(wait=False, cancel_futures=True)
         self.app.close()
-        remove_ready_file(self.app.settings.ready_file, self.app.info()["pid"])
+        remove_ready_file(self.app.settings.ready_file, os.getpid())
         log.info("stopped")
