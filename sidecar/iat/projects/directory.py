@@ -50,7 +50,7 @@ class ProjectDirectory:
 
     # --- the index ---
 
-    def _entry(self, slug: str) -> dict:
+    def _find(self, slug: str) -> dict | None:
         owner = self.app.current_user()
 
         def find() -> dict | None:
@@ -58,7 +58,10 @@ class ProjectDirectory:
                     .where((ProjectIndex.owner_user_id == owner["id"]) & (ProjectIndex.slug == slug))
                     .dicts().first())
 
-        entry = self.app.app_store.read(find)
+        return self.app.app_store.read(find)
+
+    def _entry(self, slug: str) -> dict:
+        entry = self._find(slug)
         if entry is None:
             raise NotFound(f"project {slug!r} not found", details={"slug": slug})
         return entry
@@ -134,7 +137,7 @@ class ProjectDirectory:
         owner = self.app.current_user()
         root = self.resolve_root(slug, local_project_root)
         with self._lock:
-            if any(e["slug"] == slug for e in self.list(None)):
+            if self._find(slug) is not None:
                 raise Conflict(f"project {slug!r} already exists", details={"slug": slug})
             if root.exists() and any(root.iterdir()):
                 raise Conflict(f"the folder {root} exists and is not empty", details={"root_dir": str(root)})
