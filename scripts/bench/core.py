@@ -125,7 +125,25 @@ def child_env(home: Path | None) -> dict[str, str]:
     return env
 
 
-class Proc:
+class LineReader:
+    """Splits what _recv() returns into lines (without the newline); subclasses say where bytes come from."""
+
+    _buf: bytearray
+
+    def _recv(self) -> bytes:
+        raise NotImplementedError
+
+    def readline(self) -> bytes:
+        while True:
+            i = self._buf.find(b"\n")
+            if i >= 0:
+                line = bytes(self._buf[:i])
+                del self._buf[:i + 1]
+                return line
+            self._buf += self._recv()
+
+
+class Proc(LineReader):
     """A child with piped stdin/stdout; lines are read with os.read on the raw pipe (no Python buffering)."""
 
     def __init__(self, argv: list[str], env: dict[str, str], stderr, cwd: Path | None = None):
@@ -140,17 +158,11 @@ class Proc:
         while view:
             view = view[os.write(self._in, view):]
 
-    def readline(self) -> bytes:
-        while True:
-            i = self._buf.find(b"\n")
-            if i >= 0:
-                line = bytes(self._buf[:i])
-                del self._buf[:i + 1]
-                return line
-            chunk = os.read(self._out, 65536)
-            if not chunk:
-                raise EOFError("the process closed its stdout (exited or was stopped by the watchdog)")
-            self._buf += chunk
+    def _recv(self) -> bytes:
+        chunk = os.read(self._out, 65536)
+        if not chunk:
+            raise EOFError("the process closed its stdout (exited or was stopped by the watchdog)")
+        return chunk
 
     def close_stdin(self) -> None:
         try:
@@ -177,7 +189,7 @@ class Proc:
             pass
 
 
-class SockLines:
+class SockLines(LineReader):
     def __init__(self, sock: socket.socket):
         self.sock = sock
         self._buf = bytearray()
@@ -185,17 +197,11 @@ class SockLines:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def readline(self) -> bytes:
-        while True:
-            i = self._buf.find(b"\n")
-            if i >= 0:
-                line = bytes(self._buf[:i])
-                del self._buf[:i + 1]
-                return line
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise EOFError("the peer closed the connection (exited or was stopped by the watchdog)")
-            self._buf += chunk
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("the peer closed the connection (exited or was stopped by the watchdog)")
+        return chunk
 
 
 @contextmanager
