@@ -93,6 +93,12 @@ class ProviderError(IATError):
     code, name, http_status = -32020, "provider_error", 502
 
 
+class EngineError(IATError):
+    """An image engine (background removal, upscale) failed or produced no acceptable result."""
+
+    code, name, http_status = -32021, "engine_error", 502
+
+
 class RateLimited(IATError):
     code, name, http_status = -32029, "rate_limited", 429
 
