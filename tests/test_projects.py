@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -175,13 +176,40 @@ def test_data_survives_a_restart(app: App, project: dict):
         again.close()
 
 
-def test_events_are_published_after_commit(client: Client, app: App):
-    seen: list[dict] = []
-    app.events.subscribe(seen.append)
-    client.call("projects.create", slug="gamma", name="G")
-    client.call("projects.archive", slug="gamma")
-    assert [m["method"] for m in seen] == ["project.created", "project.archived"]
-    assert seen[0]["params"]["slug"] == "gamma"
+def test_events_are_published_after_commit(client: Client, app: App, home: Path):
+    """A subscriber that reads the project the moment an event reaches it, on connections of its own (which see
+    committed rows only), finds the change the event announces in the project's database and in the index."""
+    seen: list[tuple] = []  # (event name, slug, status in project.db, (name, status) in app.db's index)
+    delivered = threading.Event()
+
+    def on_event(*args) -> None:
+        # The bus hands over (name, payload); older buses passed one JSON-RPC notification dict.
+        name, payload = args if len(args) == 2 else (args[0]["method"], args[0].get("params") or {})
+        try:
+            slug = payload["slug"]
+            project = sqlite3.connect(home / "projects" / slug / "project.db")
+            index = sqlite3.connect(home / "app.db")
+            try:
+                status = project.execute("SELECT status FROM projects WHERE slug = ?", (slug,)).fetchone()
+                indexed = index.execute("SELECT name, status FROM project_index WHERE slug = ?", (slug,)).fetchone()
+            finally:
+                project.close()
+                index.close()
+            seen.append((name, slug, status, indexed))
+        except Exception as exc:  # noqa: BLE001 - the bus swallows a subscriber's errors: keep it for the assert
+            seen.append((name, "read failed", repr(exc)))
+        if name == "project.archived":
+            delivered.set()
+
+    unsubscribe = app.events.subscribe(on_event)
+    try:
+        client.call("projects.create", slug="gamma", name="G")
+        client.call("projects.archive", slug="gamma")
+        assert delivered.wait(5), f"project.archived never reached the subscriber; got {seen}"
+    finally:
+        unsubscribe()
+    assert seen == [("project.created", "gamma", ("active",), ("G", "active")),
+                    ("project.archived", "gamma", ("archived",), ("G", "archived"))]
 
 
 def test_home_defaults_to_the_platform_data_dir(monkeypatch):
