@@ -4,9 +4,9 @@
 //! `IAT_SHELL_TEST_LOGS=1` copies the sidecars' logs to stderr.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use iat_shell::{default_sidecar_path, Sidecar, SidecarConfig, SidecarError, SidecarEvent};
+use iat_shell::{default_sidecar_path, unix_millis, Sidecar, SidecarConfig, SidecarError, SidecarEvent, SidecarState};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -108,7 +108,18 @@ async fn wait_group_empty(pgid: i32, within: Duration) -> Vec<i32> {
 async fn ready_handshake_then_ping_including_concurrent_calls() {
     let program = require_sidecar!();
     let home = tempfile::tempdir().unwrap();
+    let before = unix_millis(SystemTime::now());
     let sidecar = Sidecar::start(config(&program, home.path())).await.expect("sidecar starts");
+    let after = unix_millis(SystemTime::now());
+
+    // The state keeps the moment of the handshake: asking later (a reloaded page) gives the same time.
+    let ready_at = |state: SidecarState| match state {
+        SidecarState::Ready { ready_at_ms, .. } => ready_at_ms,
+        other => panic!("expected ready, got {other:?}"),
+    };
+    let first = ready_at(sidecar.state());
+    assert!((before..=after).contains(&first), "ready at {first}, started between {before} and {after}");
+    assert_eq!(serde_json::to_value(sidecar.state()).unwrap()["ready_at_ms"], json!(first));
 
     let info = sidecar.ready_info().expect("ready");
     assert!(info.pid > 0);
@@ -149,6 +160,8 @@ async fn ready_handshake_then_ping_including_concurrent_calls() {
             assert!(result.get("pong").is_none());
         }
     }
+
+    assert_eq!(ready_at(sidecar.state()), first, "the ready time is not re-stamped when asked again");
 
     sidecar.shutdown().await;
     assert!(!ready_file.exists(), "a clean exit removes sidecar.json");
@@ -219,6 +232,10 @@ async fn a_killed_sidecar_fails_pending_calls_and_is_restarted() {
     let mut events = sidecar.subscribe_events();
     let old = sidecar.ready_info().unwrap();
     let old_group = sidecar.process_group_id().unwrap();
+    let old_ready_at = match sidecar.state() {
+        SidecarState::Ready { ready_at_ms, .. } => ready_at_ms,
+        other => panic!("expected ready, got {other:?}"),
+    };
 
     // Freeze it so a call is surely in flight, then kill it: the call fails with a typed error.
     signal(old.pid, libc::SIGSTOP);
@@ -227,6 +244,7 @@ async fn a_killed_sidecar_fails_pending_calls_and_is_restarted() {
         tokio::spawn(async move { sidecar.call("system.ping", json!({})).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed_at = unix_millis(SystemTime::now());
     signal(old.pid, libc::SIGKILL);
     match pending.await.unwrap() {
         Err(SidecarError::Exited { exit, .. }) => {
@@ -245,11 +263,17 @@ async fn a_killed_sidecar_fails_pending_calls_and_is_restarted() {
         SidecarEvent::Restarting { attempt: 1, .. } => {}
         other => panic!("expected restart 1, got {other:?}"),
     }
-    let new_pid = match next_event(&mut events, "ready").await {
-        SidecarEvent::Ready { pid, generation: 2, .. } => pid,
+    let (new_pid, new_ready_at) = match next_event(&mut events, "ready").await {
+        SidecarEvent::Ready { pid, generation: 2, ready_at_ms, .. } => (pid, ready_at_ms),
         other => panic!("expected a new ready, got {other:?}"),
     };
     assert_ne!(new_pid, old.pid);
+    // The restarted process has its own ready time, after the kill; the state reports the same one.
+    assert!(new_ready_at >= killed_at && new_ready_at > old_ready_at, "{old_ready_at} -> {new_ready_at}");
+    match sidecar.state() {
+        SidecarState::Ready { ready_at_ms, generation: 2, .. } => assert_eq!(ready_at_ms, new_ready_at),
+        other => panic!("expected generation 2 ready, got {other:?}"),
+    }
     assert_eq!(sidecar.call("system.ping", json!({})).await.expect("ping after restart")["pong"], json!(true));
     assert!(wait_group_empty(old_group, Duration::from_secs(5)).await.is_empty(), "nothing left of the old process");
 

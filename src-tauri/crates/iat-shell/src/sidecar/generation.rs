@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -35,6 +35,8 @@ pub(crate) struct Generation {
     pub(crate) number: u64,
     pub(crate) child_pid: u32,
     pub(crate) ready: ReadyInfo,
+    /// When the handshake completed: what a status page shows as "ready at", however late it asks.
+    pub(crate) ready_at: SystemTime,
     group: ProcessGroup,
     stdin: Mutex<Option<ChildStdin>>,
     pending: StdMutex<Pending>,
@@ -113,6 +115,7 @@ impl Generation {
             number,
             child_pid,
             ready,
+            ready_at: SystemTime::now(),
             group,
             stdin: Mutex::new(Some(stdin)),
             pending: StdMutex::new(Pending { open: true, calls: HashMap::new() }),

@@ -25,7 +25,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -132,10 +132,11 @@ impl SidecarConfig {
 pub enum SidecarState {
     /// The first process is starting.
     Starting,
-    /// A process is up and answered its handshake.
+    /// A process is up and answered its handshake (at `ready_at_ms`, milliseconds since the Unix epoch).
     Ready {
         generation: u64,
         pid: u32,
+        ready_at_ms: u64,
         #[serde(serialize_with = "public_ready")]
         info: ReadyInfo,
     },
@@ -151,9 +152,11 @@ pub enum SidecarState {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum SidecarEvent {
+    /// A process answered its handshake, at `ready_at_ms` (milliseconds since the Unix epoch).
     Ready {
         generation: u64,
         pid: u32,
+        ready_at_ms: u64,
         #[serde(serialize_with = "public_ready")]
         info: ReadyInfo,
     },
@@ -174,6 +177,11 @@ pub enum SidecarEvent {
         delay_ms: u64,
     },
     Stopped,
+}
+
+/// Milliseconds since the Unix epoch (what a webview's `new Date(ms)` takes); 0 for a clock before 1970.
+pub fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn public_ready<S: serde::Serializer>(info: &ReadyInfo, s: S) -> Result<S::Ok, S::Error> {
@@ -283,7 +291,12 @@ impl Sidecar {
     pub fn state(&self) -> SidecarState {
         match &*self.inner.phase.borrow() {
             Phase::Starting => SidecarState::Starting,
-            Phase::Running(g) => SidecarState::Ready { generation: g.number, pid: g.ready.pid, info: g.ready.clone() },
+            Phase::Running(g) => SidecarState::Ready {
+                generation: g.number,
+                pid: g.ready.pid,
+                ready_at_ms: unix_millis(g.ready_at),
+                info: g.ready.clone(),
+            },
             Phase::Backoff { attempt, delay, last_error } => SidecarState::Restarting {
                 attempt: *attempt,
                 delay_ms: delay.as_millis() as u64,
@@ -399,7 +412,12 @@ async fn supervise(inner: Arc<Inner>, first: oneshot::Sender<Result<(), SidecarE
             Ok(generation) => {
                 let pid = generation.ready.pid;
                 inner.phase.send_replace(Phase::Running(generation.clone()));
-                emit(SidecarEvent::Ready { generation: number, pid, info: generation.ready.clone() });
+                emit(SidecarEvent::Ready {
+                    generation: number,
+                    pid,
+                    ready_at_ms: unix_millis(generation.ready_at),
+                    info: generation.ready.clone(),
+                });
                 // Only now: `start` returns a sidecar whose state already says ready.
                 if let Some(tx) = first.take() {
                     let _ = tx.send(Ok(()));
