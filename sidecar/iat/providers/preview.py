@@ -11,8 +11,9 @@ contact sheet:
 - weather_effects: rain streaks, snow flakes, a fog veil; clear leaves the pixels as they are.
 - advanced: an ink outline and a vignette.
 
-With `params["cutout"]` the background stays one flat colour at every stage, with a margin around the figures, so
-the key engine can take it out: effects that vary over the picture touch only the figures.
+With `params["cutout"]` the style-lock background is one flat colour chosen away from every figure colour, with a
+margin around the figures, and later stages change the figures only, so the key engine, which reads the
+background off the border, can take it out cleanly after any stage.
 
 Same request, same bytes: the only randomness is `Rand` (random.Random seeded from the request), pixel maths is
 elementwise add/multiply/divide in float32 (exact in IEEE, so SIMD paths agree), and PNGs are encoded without
@@ -65,13 +66,17 @@ class PreviewProvider:
         check_cancel(cancel)
         # A text2img call for a later stage renders the style-lock picture first, then that stage on top of it.
         if request.stage != "style_lock":
+            before = image
             stage = request.stage
             if stage == "light_time":
-                image = light_time(image, request.scene.time_of_day, seed, cutout, strength)
+                image = light_time(image, request.scene.time_of_day, seed, strength)
             elif stage == "weather_effects":
-                image = weather(image, request.scene.weather, seed, cutout, strength)
+                image = weather(image, request.scene.weather, seed, strength)
             else:
-                image = finish(image, cutout, strength)
+                image = finish(image, strength)
+            if cutout and image is not before:
+                raw = np.asarray(before)
+                image = Image.fromarray(np.where(figure_mask(raw) > 0, np.asarray(image), raw), "RGB")
         check_cancel(cancel)
         png = encode_png(image, compress_level=PNG_LEVEL)
         return GenerateResult(image=png, seed=seed, model=MODEL, width=image.width, height=image.height,
@@ -154,7 +159,7 @@ def render_style_lock(request: GenerateRequest, seed: int, cutout: bool) -> Imag
 
     n = max(1, len(specs))
     slot = (sw - 2 * margin) / n
-    rnd = Rand("pose", seed, request.stage, w, h)
+    rnd = Rand("pose", seed, w, h)
     jitter = 0.06 * slot
     height = min((bottom - top) / (1 + HAT_ROOM), (slot - 2 * jitter) / (2 * HALF_WIDTH))
     for k, spec in enumerate(specs):
@@ -231,11 +236,10 @@ _TINT = {  # multiply, then add: the whole-picture grade of each time of day
 }
 
 
-def light_time(image: Image.Image, time_of_day: str | None, seed: int, cutout: bool, strength: float) -> Image.Image:
+def light_time(image: Image.Image, time_of_day: str | None, seed: int, strength: float) -> Image.Image:
     if time_of_day is None:
         return image
-    raw = np.asarray(image)
-    px = raw.astype(np.float32)
+    px = np.asarray(image, dtype=np.float32)
     h, w = px.shape[:2]
     mul, add = _TINT[time_of_day]
     out = px * np.asarray(mul, dtype=np.float32) + np.asarray(add, dtype=np.float32)
@@ -249,7 +253,7 @@ def light_time(image: Image.Image, time_of_day: str | None, seed: int, cutout: b
         top = (1 - y) * (1 - y)
         local = warm * np.asarray((90, 36, -10), dtype=np.float32) + top * np.asarray((8, -12, 30), dtype=np.float32) \
             - ((1 - x) * np.float32(0.3)) * out  # the side away from the sun falls into long shadow
-    elif time_of_day == "night" and not cutout:
+    elif time_of_day == "night":
         rnd = Rand("moon", seed)
         mx, my, r = rnd.u(0.6, 0.88) * w, rnd.u(0.1, 0.22) * h, 0.06 * min(w, h)
         xs = np.arange(w, dtype=np.float32)[None, :, None]
@@ -263,26 +267,25 @@ def light_time(image: Image.Image, time_of_day: str | None, seed: int, cutout: b
         out = out + (np.asarray((235, 235, 215), dtype=np.float32) - out) * disc
         local = None
     if local is not None:
-        out += local * figure_mask(raw) if cutout else local
+        out += local
     return _to_image(_blend(px, out, strength))
 
 
 # --- weather ---
 
 
-def weather(image: Image.Image, kind: str | None, seed: int, cutout: bool, strength: float) -> Image.Image:
+def weather(image: Image.Image, kind: str | None, seed: int, strength: float) -> Image.Image:
     if kind in (None, "clear") or strength == 0.0:
         return image
-    raw = np.asarray(image)
-    px = raw.astype(np.float32)
+    px = np.asarray(image, dtype=np.float32)
     h, w = px.shape[:2]
     rnd = Rand("weather", kind, seed)
     scale = max(1.0, min(w, h) / 512)
     if kind == "fog":
-        base = image if cutout else image.filter(ImageFilter.GaussianBlur(1.5 * scale))
+        base = image.filter(ImageFilter.GaussianBlur(1.5 * scale))
         src = np.asarray(base, dtype=np.float32)
         _, y = _grid(h, w)
-        veil = np.float32(0.5) if cutout else np.float32(0.3) + y * np.float32(0.35)  # thicker near the ground
+        veil = np.float32(0.3) + y * np.float32(0.35)  # thicker near the ground
         out = src + (np.asarray((214, 218, 224), dtype=np.float32) - src) * (veil * np.float32(strength))
         return _to_image(out)
 
@@ -300,19 +303,15 @@ def weather(image: Image.Image, kind: str | None, seed: int, cutout: bool, stren
                    fill=(205, 215, 235, alpha), width=lw)
     else:
         count = w * h // 1800
-        if not cutout:  # snow lying on the lower part of the picture
-            _, y = _grid(h, w)
-            cover = np.clip((y - np.float32(0.82)) * np.float32(4.0), 0, 0.7)
-            graded = graded + (np.float32(250) - graded) * cover
+        _, y = _grid(h, w)  # snow lying on the lower part of the picture
+        cover = np.clip((y - np.float32(0.82)) * np.float32(4.0), 0, 0.7)
+        graded = graded + (np.float32(250) - graded) * cover
         for _ in range(count):
             x0, y0, r = rnd.u(0, w), rnd.u(0, h), rnd.u(0.8, 2.6) * scale
             d.ellipse([round(x0 - r), round(y0 - r), round(x0 + r), round(y0 + r)],
                       fill=(255, 255, 255, round(rnd.u(170, 255))))
     alpha = np.asarray(layer.getchannel("A"), dtype=np.float32)[:, :, None] / np.float32(255)
     colour = np.asarray(layer.convert("RGB"), dtype=np.float32)
-    if cutout:
-        # Flat background stays flat: the grade is uniform there, and streaks and flakes land on figures only.
-        alpha = alpha * figure_mask(raw)
     out = graded + (colour - graded) * alpha
     return _to_image(_blend(px, out, strength))
 
@@ -320,8 +319,8 @@ def weather(image: Image.Image, kind: str | None, seed: int, cutout: bool, stren
 # --- finishing ---
 
 
-def finish(image: Image.Image, cutout: bool, strength: float) -> Image.Image:
-    """An ink line where the picture has edges, a slight lift of contrast, and (not in cut-out mode) a vignette."""
+def finish(image: Image.Image, strength: float) -> Image.Image:
+    """An ink line where the picture has edges, a slight lift of contrast, and a vignette."""
     px = np.asarray(image, dtype=np.float32)
     h, w = px.shape[:2]
     # Central differences on integer luma (edge-padded, so the frame itself is no edge).
@@ -330,9 +329,8 @@ def finish(image: Image.Image, cutout: bool, strength: float) -> Image.Image:
     ink = np.clip((edges.astype(np.float32)[:, :, None] - np.float32(40)) / np.float32(80), 0, 1) * np.float32(0.8)
     out = (px - np.float32(128)) * np.float32(1.08) + np.float32(128)
     out = out * (1 - ink) + np.asarray((25, 20, 30), dtype=np.float32) * ink
-    if not cutout:  # a vignette would tint the flat background the key engine reads from the border
-        x, y = _grid(h, w)
-        r2 = ((x - np.float32(0.5)) ** 2 + (y - np.float32(0.5)) ** 2) * np.float32(2)  # 0 centre .. 1 corners
-        out = out * (1 - r2 * np.float32(0.45))
+    x, y = _grid(h, w)
+    r2 = ((x - np.float32(0.5)) ** 2 + (y - np.float32(0.5)) ** 2) * np.float32(2)  # 0 centre .. 1 corners
+    out = out * (1 - r2 * np.float32(0.45))
     return _to_image(_blend(px, out, strength))
 
