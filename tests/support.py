@@ -8,7 +8,8 @@ import pytest
 
 from iat.app import App
 from iat.errors import IATError
-from iat.rpc.protocol import Dispatcher, Session
+from iat.context import Session
+from iat.rpc.protocol import Dispatcher
 
 
 def missing_real_part(what: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from iat.errors import all_error_classes, error_object
-from iat.registry import REGISTRY, Command, Params, Result, Route, command, load_commands
+from iat.registry import Command, Params, Result, Route, command, load_commands
 from iat.rpc.openapi import openapi_document
 
 REQUIRED = {"system.ping", "system.info", "system.shutdown", "users.list", "users.get", "projects.create",
@@ -41,7 +41,7 @@ def test_a_duplicate_command_name_fails_at_import():
     with pytest.raises(RuntimeError, match="declared twice"):
         command("system.ping", params=P, result=Result)(lambda ctx, p: None)
     with pytest.raises(RuntimeError, match="route"):
-        REGISTRY.add(Command("x.y", lambda c, p: None, P, Result, "Doc.", Route("GET", "/api/system/ping"), False))
+        load_commands().add(Command("x.y", lambda c, p: None, P, Result, "Doc.", Route("GET", "/api/system/ping"), False))
 
 
 def test_error_classes_have_unique_names_codes_and_one_shape():

@@ -433,6 +433,8 @@ CREATE INDEX ix_assets_project_created ON public.assets USING btree (project_id,
 
 CREATE INDEX ix_assets_project_kind_created ON public.assets USING btree (project_id, kind, created_at DESC);
 
+CREATE INDEX ix_assets_project_kind_created_id ON public.assets USING btree (project_id, kind, created_at DESC, id DESC);
+
 CREATE INDEX ix_assets_project_sha256 ON public.assets USING btree (project_id, sha256);
 
 CREATE INDEX ix_audit_events_project_created ON public.audit_events USING btree (project_id, created_at DESC, id DESC);

@@ -321,3 +321,5 @@ CREATE INDEX ix_voice_requests_project_status ON voice_requests (project_id, sta
 CREATE INDEX ix_assets_project_created ON assets (project_id, created_at DESC, id DESC);
 
 CREATE INDEX ix_audit_events_project_created ON audit_events (project_id, created_at DESC, id DESC);
+
+CREATE INDEX ix_assets_project_kind_created_id ON assets (project_id, kind, created_at DESC, id DESC);

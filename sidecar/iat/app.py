@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from iat import __version__
 from iat.events import EventBus
-from iat.logs import REDACTOR
+from iat.logs import Redactor
 from iat.registry import load_commands
 from iat.settings import Settings
 
@@ -27,9 +27,11 @@ class App:
         self.settings = settings
         self.registry = load_commands()
         self.events = EventBus()
+        # Masks this App's secrets (its token, API keys while a connector uses them) in every log line.
+        self.redactor = Redactor()
         # Per-start secret for the socket and HTTP transports; stdio needs none (its parent owns the pipe).
         self.token = token or secrets.token_urlsafe(32)
-        REDACTOR.add(self.token)
+        self.redactor.add(self.token)
         self.started_transports: dict[str, dict] = {}
         self.stopping = threading.Event()  # set when shutdown begins: transports admit no new calls
         self.shutdown_requested = threading.Event()  # set by system.shutdown and signals: the runner stops
@@ -82,7 +84,8 @@ class App:
         with self._lock:
             projects, self._projects = self._projects, None
             store, self._app_store = self._app_store, None
+        self.events.close()
         if projects is not None:
             projects.close_all()
         if store is not None:
-            store.close()
+            store.close(timeout=0.5)

@@ -48,13 +48,12 @@ def serve(args: argparse.Namespace) -> int:
 
     out = LineWriter(claim_stdout())
     settings = _settings(args.home)
-    from iat.logs import setup_logging
-
-    setup_logging(settings.log_level, settings.logs_dir)
     from iat.app import App
+    from iat.logs import setup_logging
     from iat.server import Sidecar
 
     app = App(settings)
+    setup_logging(settings.log_level, settings.logs_dir, app.redactor)
     sidecar = Sidecar(app, stdio_in=sys.stdin.buffer if args.stdio else None, out=out, tcp_port=args.tcp,
                       http_port=args.http)
     code = sidecar.run()

@@ -14,7 +14,8 @@ from pathlib import Path
 def run_demo(home: str | None) -> int:
     from iat.app import App
     from iat.errors import IATError
-    from iat.rpc.protocol import Dispatcher, Session
+    from iat.context import Session
+    from iat.rpc.protocol import Dispatcher
     from iat.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="iat-demo-") as tmp:

@@ -41,10 +41,8 @@ class Redactor(logging.Filter):
         return True
 
 
-REDACTOR = Redactor()
-
-
-def setup_logging(level: str, logs_dir: Path | None) -> None:
+def setup_logging(level: str, logs_dir: Path | None, redactor: Redactor) -> None:
+    """Logs to stderr and the rotating file, through the App's redactor (so its token and secrets never land)."""
     root = logging.getLogger()
     root.setLevel(level)
     for handler in list(root.handlers):
@@ -56,7 +54,7 @@ def setup_logging(level: str, logs_dir: Path | None) -> None:
             logs_dir / "sidecar.log", maxBytes=5 * 1024 * 1024, backupCount=5, encoding="utf-8"))
     for handler in handlers:
         handler.setFormatter(logging.Formatter(_FORMAT))
-        handler.addFilter(REDACTOR)
+        handler.addFilter(redactor)
         root.addHandler(handler)
     # aiohttp's access log would print request lines; we log what matters ourselves.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -7,7 +7,8 @@ A command is declared once, next to its handler:
         '''Returns one project by slug.'''
 
 The declaration is the JSON-RPC method, the REST route, the OpenAPI operation and the JSON Schemas. A duplicate
-name fails at import.
+name fails at import. Declarations are facts of the code (like class definitions); each App builds its own
+`Registry` from them with `load_commands()`, so an App (a test) can add commands without touching another's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from iat.rpc.protocol import CallContext
+    from iat.context import CallContext
 
 # Modules holding commands; each is imported once by load_commands().
 COMMAND_MODULES = (
@@ -65,6 +66,8 @@ class Command:
     route: Route | None
     # Commands that change state; every one of them writes an audit event (checked by a guard test).
     mutating: bool
+    # Error classes (iat.errors) the handler raises itself; the OpenAPI document declares their HTTP statuses.
+    errors: tuple[type[Exception], ...] = ()
 
     @property
     def summary(self) -> str:
@@ -72,17 +75,13 @@ class Command:
 
 
 class Registry:
-    def __init__(self) -> None:
+    def __init__(self, commands: list[Command] | None = None) -> None:
         self._commands: dict[str, Command] = {}
+        for cmd in commands or ():
+            self.add(cmd)
 
     def add(self, cmd: Command) -> None:
-        if cmd.name in self._commands:
-            raise RuntimeError(f"command {cmd.name!r} is declared twice "
-                               f"({self._commands[cmd.name].handler.__module__} and {cmd.handler.__module__})")
-        if cmd.route is not None:
-            for other in self._commands.values():
-                if other.route == cmd.route:
-                    raise RuntimeError(f"route {cmd.route} is declared by {other.name!r} and {cmd.name!r}")
+        _check_unique(cmd, self._commands.values())
         self._commands[cmd.name] = cmd
 
     def get(self, name: str) -> Command | None:
@@ -95,22 +94,38 @@ class Registry:
         return len(self._commands)
 
 
-REGISTRY = Registry()
+def _check_unique(cmd: Command, others) -> None:
+    for other in others:
+        if other.name == cmd.name:
+            raise RuntimeError(f"command {cmd.name!r} is declared twice "
+                               f"({other.handler.__module__} and {cmd.handler.__module__})")
+        if cmd.route is not None and other.route == cmd.route:
+            raise RuntimeError(f"route {cmd.route} is declared by {other.name!r} and {cmd.name!r}")
+
+
+# Every command declared so far, by module, in declaration order (filled by @command at import time).
+_DECLARED: dict[str, list[Command]] = {}
 
 
 def command(name: str, *, params: type[Params], result: type[BaseModel],
-            route: tuple[str, str] | None = None, mutating: bool = False):
+            route: tuple[str, str] | None = None, mutating: bool = False, errors: tuple[type[Exception], ...] = ()):
     """Declares a command; see the module docstring."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        REGISTRY.add(Command(name=name, handler=fn, params=params, result=result, doc=inspect.getdoc(fn) or "",
-                             route=Route(*route) if route else None, mutating=mutating))
+        cmd = Command(name=name, handler=fn, params=params, result=result, doc=inspect.getdoc(fn) or "",
+                      route=Route(*route) if route else None, mutating=mutating, errors=tuple(errors))
+        _check_unique(cmd, [c for declared in _DECLARED.values() for c in declared])
+        _DECLARED.setdefault(fn.__module__, []).append(cmd)
         return fn
 
     return decorate
 
 
-def load_commands() -> Registry:
-    for module in COMMAND_MODULES:
+def load_commands(modules: tuple[str, ...] = COMMAND_MODULES) -> Registry:
+    """A new registry holding the commands of `modules` (imported once; later calls reuse the declarations)."""
+    registry = Registry()
+    for module in modules:
         importlib.import_module(module)
-    return REGISTRY
+        for cmd in _DECLARED.get(module, ()):
+            registry.add(cmd)
+    return registry

@@ -35,6 +35,7 @@ class Sidecar:
         self.dispatcher = Dispatcher(app)
         self.executor = ThreadPoolExecutor(app.settings.worker_threads, thread_name_prefix="iat-call")
         self._servers: list = []
+        self._stdio: StdioTransport | None = None
 
     def start(self) -> dict:
         settings = self.app.settings
@@ -42,7 +43,8 @@ class Sidecar:
         if self.tcp_port is not None:
             from iat.rpc.tcp import TcpTransport
 
-            tcp = TcpTransport(self.dispatcher, self.executor, self.tcp_port, settings.max_message_bytes)
+            tcp = TcpTransport(self.dispatcher, self.executor, self.tcp_port, settings.max_message_bytes,
+                               settings.peer_outbox_messages)
             tcp.start()
             self._servers.append(tcp)
             transports["tcp"] = {"host": "127.0.0.1", "port": tcp.port}
@@ -71,8 +73,8 @@ class Sidecar:
         watch_parent(stop.set)
         self.start()
         if self.stdio_in is not None:
-            stdio = StdioTransport(self.dispatcher, self.executor, self.out, self.stdio_in,
-                                   self.app.settings.max_message_bytes)
+            stdio = self._stdio = StdioTransport(self.dispatcher, self.executor, self.out, self.stdio_in,
+                                                 self.app.settings.max_message_bytes)
 
             def read() -> None:
                 try:
@@ -89,15 +91,19 @@ class Sidecar:
 
     def stop(self) -> None:
         self.app.stopping.set()  # from here new messages are answered shutting_down
-        for server in self._servers:
-            server.stop()
-        # Calls admitted before the stop (queued or running) finish within the budget.
+        # Calls admitted before the stop (queued or running) finish within the budget; peers stay connected
+        # meanwhile, so they get those answers and shutting_down for anything new.
         drain = threading.Thread(target=self.executor.shutdown, kwargs={"wait": True}, daemon=True)
         drain.start()
-        drain.join(STOP_BUDGET_S * 0.6)
+        drain.join(STOP_BUDGET_S * 0.5)
         if drain.is_alive():
             log.warning("calls still running at shutdown are abandoned; what they committed is kept")
             self.executor.shutdown(wait=False, cancel_futures=True)
+        self.app.events.close(timeout=0.2)
+        for server in self._servers:
+            server.stop()
+        if self._stdio is not None:
+            self._stdio.close()
         self.app.close()
         remove_ready_file(self.app.settings.ready_file, os.getpid())
         log.info("stopped")

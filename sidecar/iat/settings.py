@@ -18,6 +18,8 @@ class Settings:
     allowed_origins: tuple[str, ...] = TAURI_ORIGINS
     worker_threads: int = 8
     log_level: str = "INFO"
+    # Messages a socket or websocket peer may leave unread before it is dropped (it stopped reading).
+    peer_outbox_messages: int = 4096
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -35,6 +37,8 @@ class Settings:
         if env.get("IAT_ALLOWED_ORIGINS"):
             extra = tuple(o.strip() for o in env["IAT_ALLOWED_ORIGINS"].split(",") if o.strip())
             settings = replace(settings, allowed_origins=TAURI_ORIGINS + extra)
+        if env.get("IAT_PEER_OUTBOX_MESSAGES"):
+            settings = replace(settings, peer_outbox_messages=int(env["IAT_PEER_OUTBOX_MESSAGES"]))
         if env.get("IAT_LOG_LEVEL"):
             settings = replace(settings, log_level=env["IAT_LOG_LEVEL"].upper())
         return replace(settings, **overrides)

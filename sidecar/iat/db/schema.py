@@ -14,7 +14,7 @@ Migrations are written in it, the peewee models are generated from the schema th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Callable, Literal
 
 Dialect = Literal["sqlite", "postgres"]
 DIALECTS: tuple[Dialect, ...] = ("sqlite", "postgres")
@@ -57,6 +57,41 @@ class Index:
     table: str
     keys: tuple[str, ...]  # column names, each optionally followed by " DESC"
     unique: bool = False
+
+
+@dataclass(frozen=True)
+class AddColumn:
+    """Adds a column to an existing table. A NOT NULL column needs a default (existing rows get it); SQLite also
+    refuses a non-null default on a foreign key column, so a new reference column must be nullable."""
+
+    table: str
+    column: Column
+
+    def __post_init__(self) -> None:
+        col = self.column
+        if col.primary_key or col.unique:
+            raise ValueError(f"{self.table}.{col.name}: ALTER TABLE cannot add a primary key or unique column; "
+                             "add the column, then a unique Index")
+        if not col.nullable and not col.has_default:
+            raise ValueError(f"{self.table}.{col.name}: a NOT NULL column added to a table needs a default")
+        if col.references and not col.nullable:
+            raise ValueError(f"{self.table}.{col.name}: an added reference column must be nullable")
+
+
+@dataclass(frozen=True)
+class DataStep:
+    """Changes rows, not the schema: SQL statements per dialect, or `fn(database, dialect)` for what SQL cannot
+    say portably. Runs inside the migration's transaction, after the operations listed before it."""
+
+    name: str
+    sql: dict[str, tuple[str, ...]] | None = None
+    fn: Callable[[Any, str], None] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.sql is None) == (self.fn is None):
+            raise ValueError(f"data step {self.name!r} needs exactly one of sql and fn")
+        if self.sql is not None and set(self.sql) != set(DIALECTS):
+            raise ValueError(f"data step {self.name!r} needs SQL for each dialect: {', '.join(DIALECTS)}")
 
 
 @dataclass(frozen=True)
@@ -162,28 +197,34 @@ def _checks(col: Column, dialect: Dialect) -> list[str]:
     return out
 
 
+def column_sql(col: Column, dialect: Dialect) -> str:
+    parts = [col.name, _sql_type(col, dialect)]
+    if col.primary_key:
+        parts.append("PRIMARY KEY")
+    elif not col.nullable:
+        parts.append("NOT NULL")
+    if col.unique:
+        parts.append("UNIQUE")
+    if col.has_default:
+        parts.append("DEFAULT " + _default_sql(col, dialect))
+    if col.references:
+        parts.append(f"REFERENCES {col.references} (id)")
+        if col.on_delete:
+            parts.append("ON DELETE " + col.on_delete)
+    for check in _checks(col, dialect):
+        parts.append(f"CHECK ({check})")
+    return " ".join(parts)
+
+
 def create_table_sql(table: Table, dialect: Dialect) -> str:
-    lines = []
-    for col in table.columns:
-        parts = [col.name, _sql_type(col, dialect)]
-        if col.primary_key:
-            parts.append("PRIMARY KEY")
-        elif not col.nullable:
-            parts.append("NOT NULL")
-        if col.unique:
-            parts.append("UNIQUE")
-        if col.has_default:
-            parts.append("DEFAULT " + _default_sql(col, dialect))
-        if col.references:
-            parts.append(f"REFERENCES {col.references} (id)")
-            if col.on_delete:
-                parts.append("ON DELETE " + col.on_delete)
-        for check in _checks(col, dialect):
-            parts.append(f"CHECK ({check})")
-        lines.append("    " + " ".join(parts))
+    lines = ["    " + column_sql(col, dialect) for col in table.columns]
     for cols in table.unique:
         lines.append(f"    UNIQUE ({', '.join(cols)})")
     return f"CREATE TABLE {table.name} (\n" + ",\n".join(lines) + "\n)"
+
+
+def add_column_sql(op: AddColumn, dialect: Dialect) -> str:
+    return f"ALTER TABLE {op.table} ADD COLUMN {column_sql(op.column, dialect)}"
 
 
 def create_index_sql(index: Index, dialect: Dialect) -> str:  # noqa: ARG001 - same in both dialects today

@@ -2,7 +2,12 @@
 
 Reads run on the calling thread on a pooled connection; writes are handed to the database's single writer thread
 (datasette's execute_write_fn pattern), so SQLite never sees two of our writers at once. Each read and write runs in
-one transaction with the models bound to this database for that thread only.
+one transaction with the models bound to this database for that thread only. A read or write inside another one on
+the same thread joins the outer transaction.
+
+Every read, write and `lease()` holds a lease on the store: `close()` refuses new ones at once (with the store's
+typed `closed_error`) and closes the connections only when the last lease is returned, so a call in flight on
+another thread never has its connection closed under it.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ import logging
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import unquote, urlparse
 
 import peewee
@@ -21,7 +27,7 @@ from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 from iat.clock import utcnow
 from iat.db import migrations
 from iat.db.models import APP_MODELS, PROJECT_MODELS
-from iat.errors import Conflict
+from iat.errors import Conflict, IATError, ShuttingDown
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,6 +40,10 @@ SQLITE_PRAGMAS = {
 }
 
 
+def _shutting_down() -> IATError:
+    return ShuttingDown("the database is closed: the sidecar is shutting down")
+
+
 class Store:
     def __init__(self, database: peewee.Database, chain: migrations.Chain, label: str):
         self.database = database
@@ -41,8 +51,13 @@ class Store:
         self.label = label
         self._models = APP_MODELS if chain == "app" else PROJECT_MODELS
         self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"iat-writer-{label}")
-        self._local = threading.local()
+        self._local = threading.local()  # depth: this thread's open reads; in_writer: on the writer thread
         self._closed = False
+        self._released = False
+        self._leases = 0
+        self._idle = threading.Condition()
+        # What a call on a closed store gets; the project directory names the project here.
+        self.closed_error: Callable[[], IATError] = _shutting_down
 
     # --- opening ---
 
@@ -76,18 +91,24 @@ class Store:
     # --- use ---
 
     def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Runs fn(*args) in a read transaction on this thread."""
-        self._check_open()
-        with self.database.connection_context(), self.database.bind_ctx(self._models, False, False):
-            with self.database.atomic():
-                return fn(*args)
+        """Runs fn(*args) in a read transaction on this thread (inside the current one when nested)."""
+        if getattr(self._local, "in_writer", False) or getattr(self._local, "depth", 0):
+            return fn(*args)
+        with self.lease():
+            self._local.depth = 1
+            try:
+                with self.database.connection_context(), self.database.bind_ctx(self._models, False, False):
+                    with self.database.atomic():
+                        return fn(*args)
+            finally:
+                self._local.depth = 0
 
     def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs fn(*args) in one write transaction on the writer thread and waits for its result."""
-        self._check_open()
         if getattr(self._local, "in_writer", False):  # a write that calls another write: already serialised
             return fn(*args)
-        return self._writer.submit(self._run_write, fn, args).result()
+        with self.lease():
+            return self._writer.submit(self._run_write, fn, args).result()
 
     def _run_write(self, fn: Callable[..., T], args: tuple) -> T:
         self._local.in_writer = True
@@ -102,6 +123,23 @@ class Store:
         finally:
             self._local.in_writer = False
 
+    @contextmanager
+    def lease(self) -> Iterator[Store]:
+        """Holds the store open for a longer operation (one that also writes files, say): close() waits for it."""
+        with self._idle:
+            if self._closed:
+                raise self.closed_error()
+            self._leases += 1
+        try:
+            yield self
+        finally:
+            with self._idle:
+                self._leases -= 1
+                last = self._closed and self._leases == 0
+                self._idle.notify_all()
+            if last:
+                self._release()
+
     @property
     def is_sqlite(self) -> bool:
         return migrations.dialect_of(self.database) == "sqlite"
@@ -110,15 +148,31 @@ class Store:
         with self.database.connection_context():
             return migrations.current_version(self.database)
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError(f"store {self.label} is closed")
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
-    def close(self) -> None:
-        """Finishes queued writes, folds the WAL back into the database file and closes every connection."""
-        if self._closed:
-            return
-        self._closed = True
+    def close(self, timeout: float = 5.0) -> bool:
+        """Refuses new calls at once, waits up to `timeout` for the leases in flight, then finishes queued writes,
+        folds the WAL back into the database file and closes every connection. Returns False when leases were
+        still held at the timeout: the last one to leave closes the connections then."""
+        with self._idle:
+            if self._closed:
+                return self._released
+            self._closed = True
+            idle = self._idle.wait_for(lambda: self._leases == 0, timeout)
+        if idle:
+            self._release()
+        else:
+            log.warning("store %s closes with %d calls in flight; its connections close when they finish",
+                        self.label, self._leases)
+        return idle
+
+    def _release(self) -> None:
+        with self._idle:
+            if self._released:
+                return
+            self._released = True
         self._writer.shutdown(wait=True)
         if self.is_sqlite:
             try:

@@ -2,6 +2,10 @@
 
 A project folder holds `project.db` (the full canonical schema with that project's rows) and `assets/`; copying
 the folder copies the project. app.db only records which folders exist, so listing projects opens no project DB.
+
+Opening, creating and deleting a project hold that project's own lock only: migrating one large project.db never
+stalls calls to the others. A deleted project's store refuses later calls with not_found, and the deletion waits
+for the calls and leases in flight on it.
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ import os
 import shutil
 import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 from iat.audit import repo as audit
 from iat.clock import utcnow
@@ -46,7 +51,13 @@ class ProjectDirectory:
     def __init__(self, app: App):
         self.app = app
         self._open: dict[str, ProjectHandle] = {}
-        self._lock = threading.RLock()  # guards _open and folder moves; held only around opening and closing
+        self._lock = threading.Lock()  # guards the two dicts only, never held while a database opens
+        self._slug_locks: dict[str, threading.RLock] = {}
+
+    def _slug_lock(self, slug: str) -> threading.RLock:
+        """Serialises opening, creating and deleting one slug; other slugs go on."""
+        with self._lock:
+            return self._slug_locks.setdefault(slug, threading.RLock())
 
     # --- the index ---
 
@@ -91,7 +102,12 @@ class ProjectDirectory:
     def open(self, slug: str) -> ProjectHandle:
         with self._lock:
             handle = self._open.get(slug)
-            if handle is not None:
+        if handle is not None:
+            return handle
+        with self._slug_lock(slug):
+            with self._lock:
+                handle = self._open.get(slug)
+            if handle is not None:  # opened by another call while this one waited
                 return handle
             entry = self._entry(slug)
             root = Path(entry["root_dir"])
@@ -100,6 +116,8 @@ class ProjectDirectory:
                 raise NotFound(f"project {slug!r} is indexed but its database is missing at {db_path}",
                                details={"slug": slug, "root_dir": str(root)})
             store = Store.open_sqlite(db_path, "project")
+            store.closed_error = lambda: NotFound(f"project {slug!r} was deleted or closed",
+                                                  details={"slug": slug})
             try:
                 store.read(repo.get_project, entry["id"])  # the folder must hold this very project
             except NotFound:
@@ -107,8 +125,16 @@ class ProjectDirectory:
                 raise Conflict(f"the folder {root} holds another project than {slug!r}",
                                details={"slug": slug, "root_dir": str(root)}) from None
             handle = ProjectHandle(entry["id"], slug, root, store)
-            self._open[slug] = handle
+            with self._lock:
+                self._open[slug] = handle
             return handle
+
+    @contextmanager
+    def lease(self, slug: str) -> Iterator[ProjectHandle]:
+        """The open project, held open for a long operation: a deletion waits for it to end."""
+        handle = self.open(slug)
+        with handle.store.lease():
+            yield handle
 
     def close(self, slug: str) -> None:
         with self._lock:
@@ -116,11 +142,11 @@ class ProjectDirectory:
         if handle is not None:
             handle.store.close()
 
-    def close_all(self) -> None:
+    def close_all(self, timeout: float = 0.5) -> None:
         with self._lock:
             handles, self._open = list(self._open.values()), {}
         for handle in handles:
-            handle.store.close()
+            handle.store.close(timeout)
 
     # --- creating and deleting ---
 
@@ -136,7 +162,7 @@ class ProjectDirectory:
         a half-made project; only then is it added to the index."""
         owner = self.app.current_user()
         root = self.resolve_root(slug, local_project_root)
-        with self._lock:
+        with self._slug_lock(slug):
             if self._find(slug) is not None:
                 raise Conflict(f"project {slug!r} already exists", details={"slug": slug})
             if root.exists() and any(root.iterdir()):
@@ -178,11 +204,11 @@ class ProjectDirectory:
         """Marks the project deleted in its own database, moves its folder to the trash (or removes it when
         `purge`), and drops it from the index. Returns where the folder went."""
         owner = self.app.current_user()
-        with self._lock:
+        with self._slug_lock(slug):
             handle = self.open(slug)
             handle.store.write(repo.update_project, handle.id, {"status": "deleted"}, owner["id"], "project.deleted",
                                utcnow())
-            self.close(slug)
+            self.close(slug)  # later calls get not_found; the ones in flight finish first (within its timeout)
             trash = self._move_to_trash(handle.root, slug)
 
             def unindex() -> None:

@@ -15,12 +15,14 @@ import threading
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from iat.errors import (Forbidden, IATError, InvalidParams, InvalidRequest, MethodNotAllowed, NotFound, ParseError, PayloadTooLarge,
-                        Unauthorized, error_object)
+                        ShuttingDown, Unauthorized, error_object)
+from iat.context import Session
 from iat.rpc.openapi import openapi_document
-from iat.rpc.protocol import Dispatcher, Session, encode
+from iat.rpc.outbox import Outbox
+from iat.rpc.protocol import Dispatcher, encode, error_response, notification
 
 if TYPE_CHECKING:
     from iat.registry import Command
@@ -42,6 +44,22 @@ def error_json(exc: BaseException, status: int | None = None) -> web.Response:
     code = status or (exc.http_status if isinstance(exc, IATError) else 500)
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
     return web.Response(body=encode(body), status=code, content_type="application/json", headers=headers)
+
+
+class _AnsweringWebSocket(web.WebSocketResponse):
+    """Answers a message over the size limit with payload_too_large before closing with 1009, like every other
+    transport answers it (aiohttp alone would only close)."""
+
+    too_big_reply: str | None = None
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and self.too_big_reply and not self.closed:
+            reply, self.too_big_reply = self.too_big_reply, None
+            try:
+                await self.send_str(reply)
+            except (ConnectionError, RuntimeError):
+                pass
+        return await super().close(code=code, message=message, drain=drain)
 
 
 class HttpTransport:
@@ -123,6 +141,8 @@ class HttpTransport:
         return Session(transport, authenticated=True)  # the guard checked the token
 
     async def _in_executor(self, fn, *args):
+        if self.app.stopping.is_set():  # the executor is draining: say so instead of failing to submit
+            raise ShuttingDown("the sidecar is shutting down")
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     # --- JSON-RPC over HTTP ---
@@ -135,23 +155,24 @@ class HttpTransport:
         return web.Response(body=reply, content_type="application/json")
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=self.max_message_bytes, heartbeat=30)
+        limit = self.max_message_bytes
+        ws = _AnsweringWebSocket(max_msg_size=limit, heartbeat=30)
         await ws.prepare(request)
         loop = asyncio.get_running_loop()
-        outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        ws.too_big_reply = encode(error_response(None, PayloadTooLarge(
+            f"message over the {limit}-byte limit", details={"limit_bytes": limit}))).decode()
 
-        def push(message: dict) -> None:  # from any thread
-            loop.call_soon_threadsafe(outbox.put_nowait, encode(message))
+        def send(data: bytes) -> None:  # on the outbox's thread: waits while the peer reads slowly
+            asyncio.run_coroutine_threadsafe(ws.send_str(data.decode()), loop).result(30)
 
-        session = Session("ws", authenticated=True, push=push)
+        def hang_up() -> None:
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(ws.close()))
 
-        async def sender() -> None:
-            while True:
-                data = await outbox.get()
-                await ws.send_str(data.decode())
-
-        send_task = asyncio.create_task(sender())
-        unsubscribe = self.app.events.subscribe(push)
+        outbox = Outbox(send, peer=f"ws:{request.remote}", max_messages=self.app.settings.peer_outbox_messages,
+                        on_overflow=hang_up)
+        session = Session("ws", authenticated=True,
+                          push=lambda name, payload: outbox.send(encode(notification(name, payload))))
+        unsubscribe = self.app.events.subscribe(session.push)
         self._websockets.add(ws)
         try:
             async for msg in ws:
@@ -165,13 +186,16 @@ class HttpTransport:
         finally:
             unsubscribe()
             self._websockets.discard(ws)
-            send_task.cancel()
+            await loop.run_in_executor(None, outbox.close)
         return ws
 
-    async def _ws_handle(self, data: bytes, session: Session, outbox: asyncio.Queue) -> None:
-        reply = await self._in_executor(self.dispatcher.handle_bytes, data, session)
+    async def _ws_handle(self, data: bytes, session: Session, outbox: Outbox) -> None:
+        if self.app.stopping.is_set():
+            reply = self.dispatcher.handle_bytes(data, session, refuse=ShuttingDown("the sidecar is shutting down"))
+        else:
+            reply = await self._in_executor(self.dispatcher.handle_bytes, data, session)
         if reply is not None:
-            outbox.put_nowait(reply)
+            outbox.send(reply)
 
     async def _openapi(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(openapi_document(self.app.registry))

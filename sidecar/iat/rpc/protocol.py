@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from iat.context import CallContext, Session
 from iat.errors import (IATError, ShuttingDown, InternalError, InvalidParams, InvalidRequest, MethodNotFound, ParseError,
                         Unauthorized, error_object)
 
@@ -22,26 +22,6 @@ log = logging.getLogger(__name__)
 
 # Methods a peer may call before it has authenticated (socket and websocket peers send the token first).
 _OPEN_METHODS = frozenset({"system.auth"})
-
-
-@dataclass
-class Session:
-    """One connected peer: the stdio parent, a socket or websocket connection, an HTTP request, a test client."""
-
-    transport: str
-    authenticated: bool = False
-    # Pushes a notification (a JSON-RPC message dict) to this peer; None where the transport cannot push.
-    push: Callable[[dict], None] | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class CallContext:
-    """What a handler gets besides its params."""
-
-    app: App
-    session: Session
-    command: Command
 
 
 def encode(message: Any) -> bytes:

@@ -6,14 +6,19 @@ pointed at stderr, so a stray print (ours or a library's, Python or C) can never
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
 from concurrent.futures import Executor
 from typing import BinaryIO
 
+from iat.context import Session
 from iat.errors import PayloadTooLarge
-from iat.rpc.protocol import Dispatcher, Session, encode, error_response
+from iat.rpc.outbox import Outbox
+from iat.rpc.protocol import Dispatcher, encode, error_response, notification
+
+log = logging.getLogger(__name__)
 
 
 def claim_stdout() -> BinaryIO:
@@ -42,23 +47,33 @@ class StdioTransport:
                  max_message_bytes: int):
         self.dispatcher = dispatcher
         self.executor = executor
-        self.writer = writer
         self.stdin = stdin
         self.max_message_bytes = max_message_bytes
-        # The parent owns the pipe: no token needed.
-        self.session = Session("stdio", authenticated=True, push=writer.write)
+        # The parent owns the pipe: no token needed. A parent that stops reading for this long is hung or gone.
+        self.outbox = Outbox(writer.write, peer="stdio", max_messages=100_000, max_bytes=256 * 1024 * 1024,
+                             on_overflow=self._parent_lags)
+        self.session = Session("stdio", authenticated=True,
+                               push=lambda name, payload: self.outbox.send(encode(notification(name, payload))))
+
+    def _parent_lags(self) -> None:
+        log.error("the parent stopped reading stdout; shutting down")
+        self.dispatcher.app.shutdown_requested.set()
 
     def run(self) -> None:
         """Reads until end of input; each message is handled on the executor, answers written as they finish."""
-        unsubscribe = self.dispatcher.app.events.subscribe(self.writer.write)
+        unsubscribe = self.dispatcher.app.events.subscribe(self.session.push)
         try:
             for line in read_lines(self.stdin, self.max_message_bytes):
                 if isinstance(line, PayloadTooLarge):
-                    self.writer.write(error_response(None, line))
+                    self.outbox.send(encode(error_response(None, line)))
                 else:
-                    self.dispatcher.submit(self.executor, line, self.session, self.writer.write)
+                    self.dispatcher.submit(self.executor, line, self.session, self.outbox.send)
         finally:
             unsubscribe()
+
+    def close(self) -> None:
+        """Writes the answers still queued; call once the calls admitted before the stop have finished."""
+        self.outbox.close()
 
 
 def read_lines(stream: BinaryIO, limit: int):

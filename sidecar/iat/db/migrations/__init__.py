@@ -1,8 +1,10 @@
 """Ordered, forward-only migrations, each applied in its own transaction and recorded in `schema_migrations`.
 
 Two chains: "app" (app.db: users and the project index) and "project" (every project.db, or a shared PostgreSQL
-database: the canonical schema). A migration module holds NAME and OPERATIONS (schema.Table / schema.Index);
-its version is its position in the chain. Never edit a released migration: add the next one.
+database: the canonical schema). A migration module holds NAME and OPERATIONS, run in order: schema.Table (create
+a table), schema.Index (create an index), schema.AddColumn (add a column to a table) and schema.DataStep (change
+rows, with SQL per dialect or a function). Its version is its position in the chain. Never edit a released
+migration: add the next one.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ from dataclasses import dataclass
 from typing import Callable, Literal
 
 from iat.clock import format_ts, utcnow
-from iat.db.schema import Column, Dialect, Index, Schema, Table, create_index_sql, create_table_sql, ts
+from iat.db.schema import (AddColumn, Column, DataStep, Dialect, Index, Schema, Table, add_column_sql,
+                           create_index_sql, create_table_sql, ts)
 from iat.errors import SchemaVersionError
 
 Chain = Literal["app", "project"]
 
 _CHAINS: dict[Chain, tuple[str, ...]] = {
     "app": ("app_0001_initial",),
-    "project": ("project_0001_canonical",),
+    "project": ("project_0001_canonical", "project_0002_asset_kind_pages"),
 }
 
 VERSION_TABLE = Table("schema_migrations", (
@@ -33,7 +36,7 @@ VERSION_TABLE = Table("schema_migrations", (
 class Migration:
     version: int
     name: str
-    operations: tuple[Table | Index, ...]
+    operations: tuple[Table | Index | AddColumn | DataStep, ...]
 
 
 def chain(kind: Chain) -> list[Migration]:
@@ -57,17 +60,33 @@ def build_schema(kind: Chain) -> Schema:
     return schema
 
 
-def _fold(schema: Schema, op: Table | Index) -> None:
+def _fold(schema: Schema, op: Table | Index | AddColumn | DataStep) -> None:
     if isinstance(op, Table):
         schema.tables[op.name] = op
     elif isinstance(op, Index):
         schema.indexes[op.name] = op
-    else:  # pragma: no cover - a migration author's mistake, caught by the migration tests
+    elif isinstance(op, AddColumn):
+        table = schema.tables[op.table]
+        schema.tables[op.table] = Table(table.name, table.columns + (op.column,), table.unique)
+    elif not isinstance(op, DataStep):  # pragma: no cover - a migration author's mistake
         raise TypeError(f"unknown migration operation {op!r}")
 
 
-def operation_sql(op: Table | Index, dialect: Dialect) -> str:
-    return create_table_sql(op, dialect) if isinstance(op, Table) else create_index_sql(op, dialect)
+def run_operation(database, op: Table | Index | AddColumn | DataStep, dialect: Dialect) -> None:
+    if isinstance(op, DataStep):
+        if op.fn is not None:
+            op.fn(database, dialect)
+        else:
+            for statement in op.sql[dialect]:
+                database.execute_sql(statement)
+        return
+    if isinstance(op, Table):
+        sql = create_table_sql(op, dialect)
+    elif isinstance(op, Index):
+        sql = create_index_sql(op, dialect)
+    else:
+        sql = add_column_sql(op, dialect)
+    database.execute_sql(sql)
 
 
 def dialect_of(database) -> Dialect:
@@ -122,7 +141,7 @@ def migrate(database, kind: Chain, *, backup: Callable[[int], object] | None = N
             if check_version(database, kind) >= migration.version:
                 continue
             for op in migration.operations:
-                database.execute_sql(operation_sql(op, dialect))
+                run_operation(database, op, dialect)
             database.execute_sql(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)"
                 .replace("%s", database.param),
