@@ -1,0 +1,1 @@
+"""Runs: planning, the runner, stages, ranking and the contact sheet."""
