@@ -1,19 +1,27 @@
-"""assets.*: a project's file registry, paged newest first."""
+"""assets.*: a project's file registry: pages newest first, imports, links and lineage (SPEC 5.3)."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
+from pydantic import Field, StringConstraints
+
+from iat.clock import utcnow
 from iat.commands.common import Page, PageParams, ProjectRef
 from iat.lazy import lazy_import
+from iat.errors import Conflict
 from iat.registry import Result, command
 
 repo = lazy_import("iat.assets.repo")
+importer = lazy_import("iat.assets.importer")
 
 AssetKind = Literal["input", "reference", "generated", "mask", "upscaled", "bg_removed", "final", "run_log",
                     "export", "other"]
+LinkType = Literal["derived_from", "variant_of", "mask_for", "reference_of"]
+# No NUL: no OS takes it in a path. Relative paths pass the schema and are refused by name (must be absolute).
+ImportPath = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
 
 
 class AssetOut(Result):
@@ -55,3 +63,110 @@ def get_asset(ctx, p: AssetRef) -> AssetOut:
     """Returns one asset of the project."""
     handle = ctx.app.projects.open(p.slug)
     return AssetOut.model_validate(handle.store.read(repo.get_asset, handle.id, str(p.asset_id)))
+
+
+# --- import ---
+
+
+class ImportParams(ProjectRef):
+    paths: list[ImportPath] = Field(min_length=1, max_length=10_000, description=(
+        "Absolute paths of files or folders, each under one of the project's import roots: "
+        "settings_json.import_roots when set, else the user's home folder and the project folder"))
+    kind: AssetKind = "input"
+    recursive: bool = Field(False, description="Also import the files of subfolders of the folders given")
+
+
+class ImportedAsset(AssetOut):
+    deduplicated: bool = Field(description="These bytes were in the project already: this is the existing asset")
+    source_path: str
+
+
+class ImportResult(Result):
+    items: list[ImportedAsset]
+    created: int
+    deduplicated: int
+
+
+@command("assets.import", params=ImportParams, result=ImportResult,
+         route=("POST", "/api/projects/{slug}/assets/import"), mutating=True)
+def import_assets(ctx, p: ImportParams) -> ImportResult:
+    """Imports files or folders into the project's content-addressed store, all or nothing.
+
+    Refuses, naming each path, paths outside the import roots, symlinks leading out of them, files whose content
+    contradicts their extension and unreadable files; then nothing of the batch is imported. Bytes already in the
+    project under this kind return the existing asset (`deduplicated: true`). Long imports publish
+    `assets.import.progress` notifications (done/total, at most ~5 a second)."""
+    actor = ctx.app.current_user()
+    with ctx.app.projects.lease(p.slug) as handle:  # a deletion of the project waits for the import
+        def progress(done: int, total: int) -> None:
+            ctx.app.events.publish("assets.import.progress",
+                                   {"project_id": handle.id, "slug": p.slug, "done": done, "total": total})
+
+        rows = importer.import_files(handle, p.paths, p.kind, p.recursive, actor["id"], utcnow(), progress)
+    items = [ImportedAsset.model_validate({**row, "deduplicated": dedup, "source_path": source})
+             for row, dedup, source in rows]
+    new_ids = list(dict.fromkeys(i.id for i in items if not i.deduplicated))
+    ctx.app.events.publish("assets.imported", {"project_id": handle.id, "slug": p.slug, "kind": p.kind,
+                                               "asset_ids": new_ids, "files": len(items)})
+    return ImportResult(items=items, created=len(new_ids), deduplicated=len(items) - len(new_ids))
+
+
+# --- links and lineage ---
+
+
+class LinkParams(ProjectRef):
+    parent_asset_id: uuid.UUID = Field(description="The upstream asset (what the child came from or used)")
+    child_asset_id: uuid.UUID
+    link_type: LinkType = Field(description="Reads 'child <link_type> parent'; reference_of: the parent was a "
+                                            "reference for the child")
+
+
+class LinkOut(Result):
+    id: str
+    project_id: str
+    parent_asset_id: str
+    child_asset_id: str
+    link_type: LinkType
+    created_at: datetime
+
+
+class LineageParams(AssetRef):
+    direction: Literal["ancestors", "descendants"]
+    max_depth: int = Field(32, ge=1, le=256, description="How many links away to follow")
+
+
+class LineageNode(AssetOut):
+    depth: int = Field(description="Links between this asset and the one asked about (0: itself)")
+
+
+class Lineage(Result):
+    asset_id: str
+    direction: Literal["ancestors", "descendants"]
+    nodes: list[LineageNode]
+    edges: list[LinkOut]
+
+
+@command("assets.link", params=LinkParams, result=LinkOut, route=("POST", "/api/projects/{slug}/assets/links"),
+         mutating=True, errors=(Conflict,))
+def link(ctx, p: LinkParams) -> LinkOut:
+    """Links two assets of the project (child derived_from / variant_of / mask_for / reference_of parent).
+
+    Refuses an asset of another project, a self-link, a derived_from cycle and a link that exists already."""
+    handle = ctx.app.projects.open(p.slug)
+    actor = ctx.app.current_user()
+    row = handle.store.write(repo.insert_link, handle.id, str(p.parent_asset_id), str(p.child_asset_id),
+                             p.link_type, utcnow(), actor["id"])
+    ctx.app.events.publish("asset.linked", {"project_id": handle.id, "slug": p.slug, "link_id": row["id"],
+                                            "parent_asset_id": row["parent_asset_id"],
+                                            "child_asset_id": row["child_asset_id"], "link_type": p.link_type})
+    return LinkOut.model_validate(row)
+
+
+@command("assets.lineage", params=LineageParams, result=Lineage,
+         route=("GET", "/api/projects/{slug}/assets/{asset_id}/lineage"))
+def lineage(ctx, p: LineageParams) -> Lineage:
+    """An asset's ancestors or descendants through every link type: nodes (asset rows with depth, the asset
+    itself at depth 0) and the links followed as edges."""
+    handle = ctx.app.projects.open(p.slug)
+    return Lineage.model_validate(handle.store.read(repo.lineage, handle.id, str(p.asset_id), p.direction,
+                                                    p.max_depth))
