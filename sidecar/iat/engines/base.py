@@ -1,0 +1,80 @@
+"""The image-engine interface: background removal and upscaling, one small class per engine.
+
+An engine reads one image file and writes one PNG; it never touches the database, and it spends nothing in
+`available()`. Engines are registered by code in an `iat.plugins.LazyRegistry` ("module:Class") and built once
+per App, so an engine holds no per-call state and must be safe to call from several threads.
+
+    class MyEngine:
+        code: ClassVar[str] = "mine"
+        op: ClassVar[str] = "remove_background"          # or "upscale"
+        def available(self) -> EngineStatus: ...           # ready, or why not (a missing model file, no key)
+        def process(self, src, dst, options, *, cancel=None) -> EngineResult: ...
+
+Errors: bad `options` -> InvalidParams (checked before any work); an unreadable source -> InvalidParams; the
+engine's own failure (a vendor error, a model that fails to run) -> EngineError; a set `cancel` event ->
+`Cancelled`, which is a control-flow signal, not a client error: the runner and commands turn it into a cancelled
+status. `dst` is written atomically (see `iat.imaging.io.save_png`) and only on success.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ValidationError
+
+from iat.errors import EngineError, InvalidParams
+
+__all__ = ["Cancelled", "EngineError", "EngineResult", "EngineStatus", "ImageEngine", "Op", "check_cancel",
+           "parse_options"]
+
+Op = Literal["remove_background", "upscale"]
+OPS: tuple[str, ...] = ("remove_background", "upscale")
+
+
+class Cancelled(Exception):
+    """Raised by an engine that saw its cancel event set; nothing was written to `dst`."""
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    ready: bool
+    reason: str = ""   # why not ready ("" when ready): shown to the user as is
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    path: Path
+    width: int
+    height: int
+    meta: dict[str, Any] = field(default_factory=dict)   # JSON-serialisable facts about the run (thresholds, ...)
+
+
+@runtime_checkable
+class ImageEngine(Protocol):
+    code: ClassVar[str]
+    op: ClassVar[str]
+
+    def available(self) -> EngineStatus: ...
+
+    def process(self, src: Path, dst: Path, options: dict[str, Any], *,
+                cancel: threading.Event | None = None) -> EngineResult: ...
+
+
+def check_cancel(cancel: threading.Event | None) -> None:
+    """Raises Cancelled when the event is set; engines call it between their steps."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
+
+
+def parse_options(model: type[BaseModel], options: dict[str, Any] | None, engine: str) -> BaseModel:
+    """Validates an engine's options with its pydantic model; any problem is InvalidParams with the details."""
+    try:
+        return model.model_validate(options or {})
+    except ValidationError as exc:
+        errors = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        raise InvalidParams(f"invalid options for engine {engine!r}: "
+                            + "; ".join(f"{e['loc']}: {e['msg']}" for e in errors),
+                            details={"engine": engine, "errors": errors}) from None
