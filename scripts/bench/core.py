@@ -8,7 +8,8 @@
    imports none of aiohttp, numpy, onnxruntime, boto3, PIL before its first answer (-X importtime).
 2. JSON-RPC round trips per second (system.ping, one at a time) over stdio and over the TCP socket, against a
    raw Python line-echo process over the same kind of pipe / socket.
-3. assets.list: pages of 50 from a project holding 100,000 asset rows, called in process through the dispatcher.
+3. assets.list: pages of 50 from a project holding 100,000 asset rows, called in process through the dispatcher;
+   the first page against the same SELECT run through sqlite3 directly (ratio), and against a 5 ms budget.
 
 It is a report: the exit code is 0 whatever the results, unless --strict (then any FAIL or ERROR exits 1).
 Everything runs on 127.0.0.1 and in temporary folders; nothing outside them is touched.
@@ -646,7 +647,63 @@ def walk(call, params: dict, pages: int, budget_s: float, start_cursor: str | No
     return times, seen, cursor
 
 
+def captured_select(call, params: dict) -> tuple[str, tuple]:
+    """The SELECT on assets that one assets.list call issues, exactly as peewee hands it to sqlite3 (peewee logs
+    every (sql, params) at DEBUG): the reference below runs this very statement, not a copy that could drift."""
+    import logging
+
+    found: list[tuple[str, tuple]] = []
+
+    class Grab(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if isinstance(record.msg, tuple) and len(record.msg) == 2:
+                sql, args = record.msg
+                if sql.lstrip().upper().startswith("SELECT") and '"assets"' in sql:
+                    found.append((sql, tuple(args or ())))
+
+    logger = logging.getLogger("peewee")
+    handler, level = Grab(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        call(params)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    if len(found) != 1:
+        raise RuntimeError(f"expected one SELECT on assets per assets.list call, saw {len(found)}: {found!r:.300}")
+    return found[0]
+
+
+def timed_pairs(fn, ref, count: int, budget_s: float) -> tuple[Samples, Samples]:
+    """fn and ref called alternately, so background load falls on both alike."""
+    gc.collect()
+    out, out_ref = Samples(), Samples()
+    stop = time.perf_counter() + budget_s
+    for _ in range(count):
+        for f, samples in ((fn, out), (ref, out_ref)):
+            c0 = time.thread_time()
+            t0 = time.perf_counter()
+            f()
+            t1 = time.perf_counter()
+            samples.add(t1 - t0, time.thread_time() - c0)
+        if t1 > stop:
+            break
+    return out, out_ref
+
+
+# The first page may cost this many times the reference (the same SELECT through sqlite3 into dicts). The work
+# a page truly needs on top is per row of the page: decode metadata_json and parse created_at (measured ~0.5x of
+# the reference) and validate and dump 50 result models (~0.9x); 3x leaves ~0.6x for the per-call overhead
+# (params, the open project, a pooled connection and a transaction) and fails on anything more (a second query
+# per row, a scan instead of the index seek, a slow row path). scripts/bench/README.md has the figures.
+ASSETS_RATIO_TARGET = 3.0
+ASSETS_BUDGET_S = 0.005
+
+
 def bench_assets(work: Path, rows: int) -> None:
+    import sqlite3
+
     from iat.app import App
     from iat.rpc.protocol import Dispatcher, Session
     from iat.settings import Settings
@@ -676,14 +733,39 @@ def bench_assets(work: Path, rows: int) -> None:
 
         def report(name: str, times: Samples, target: bool = False) -> None:
             p50, p95 = percentile(times.wall, 50), percentile(times.wall, 95)
-            ratio = p95 / 0.005
+            ratio = p95 / ASSETS_BUDGET_S
             add("3 assets.list", f"{name} (n={len(times)})", f"p95 {ms(p95)}",
                 f"p50 {ms(p50)}; cpu p50 {ms(percentile(times.cpu, 50))} p95 {ms(percentile(times.cpu, 95))}",
                 f"{ratio:.2f}x of 5 ms", "p95 <= 5 ms" if target else "(report)",
-                verdict(p95 <= 0.005) if target else "info")
+                verdict(p95 <= ASSETS_BUDGET_S) if target else "info")
 
-        progress("3. assets.list: first page x200")
-        report("first page, limit 50", timed_calls(lambda: call(first), 200, 15), target=True)
+        # The reference: the statement the repo issued for this page, on a plain sqlite3 connection to the same
+        # file, rows turned into dicts (the least any implementation must do to hand out this page).
+        sql, args = captured_select(call, first)
+        ref_conn = sqlite3.connect(db_path)
+
+        def reference() -> list[dict]:
+            cur = ref_conn.execute(sql, args)
+            names = [c[0] for c in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+
+        try:
+            ref_rows = reference()
+            if [r["id"] for r in ref_rows[:50]] != [item["id"] for item in page["items"]]:
+                raise RuntimeError("the reference query does not return the sidecar's first page")
+            progress("3. assets.list: first page x200, alternating with the sqlite3 reference")
+            times, ref_times = timed_pairs(lambda: call(first), reference, 200, 20)
+        finally:
+            ref_conn.close()
+        p50, ref_p50 = percentile(times.wall, 50), percentile(ref_times.wall, 50)
+        ratio = p50 / ref_p50
+        add("3 assets.list", f"first page, limit 50 (n={len(times)}), median", ms(p50),
+            f"{ms(ref_p50)} same SELECT via sqlite3 -> dicts", f"{ratio:.2f}x",
+            f"<= {ASSETS_RATIO_TARGET:.2f}x", verdict(ratio <= ASSETS_RATIO_TARGET))
+        cpu, ref_cpu = percentile(times.cpu, 50), percentile(ref_times.cpu, 50)
+        add("3 assets.list", "  cpu time of the above (median)", ms(cpu), f"{ms(ref_cpu)} reference",
+            f"{cpu / ref_cpu:.2f}x")
+        report("  first page, limit 50: budget", times, target=True)
 
         progress("3. assets.list: pages 2-51 via next_cursor (x4 walks)")
         times = Samples()
