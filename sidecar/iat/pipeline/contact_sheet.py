@@ -229,15 +229,18 @@ class _Sheet:
         inner = lay.width - 2 * s.margin
         x0, y = s.margin, s.margin
         self.text(d, (x0, y), f"Contact sheet: {run.name}", INK, inner)
-        self.text(d, (x0, y + 14), f"run {run.id}   created {run.created}" + (f"   status {run.status}" if run.status else "")
-                  + (f"   provider {run.provider}" if run.provider else ""), MUTED, inner)
+        facts = f"run {run.id}   created {run.created}"
+        facts += f"   status {run.status}" if run.status else ""
+        facts += f"   provider {run.provider}" if run.provider else ""
+        self.text(d, (x0, y + 14), facts, MUTED, inner)
         cands = sum(len(j.candidates) for j in run.jobs)
         self.text(d, (x0, y + 26), f"{len(run.jobs)} jobs, {cands} candidates; columns: {', '.join(lay.columns)}",
                   MUTED, inner)
         y += s.header_h
         for j, job in enumerate(run.jobs):
             colour = FAILED if job.status.startswith("failed") else INK
-            self.text(d, (x0, y + 2), f"{job.job_key}   [{job.status}]   {len(job.candidates)} candidates", colour, inner)
+            title = f"{job.job_key}   [{job.status}]   {len(job.candidates)} candidates"
+            self.text(d, (x0, y + 2), title, colour, inner)
             self.text(d, (x0, y + 15), job.prompt, MUTED, inner)
             top = y + s.job_head_h
             for k, cand in enumerate(job.candidates):
@@ -319,12 +322,15 @@ class _Sheet:
                + f" &middot; {len(run.jobs)} jobs</p>"]
         for job in run.jobs:
             failed = " failed" if job.status.startswith("failed") else ""
-            out.append(f'<section class="job{failed}"><h2>{e(job.job_key)} <span class="status">{e(job.status)}</span></h2>')
+            out.append(f'<section class="job{failed}"><h2>{e(job.job_key)} '
+                       f'<span class="status">{e(job.status)}</span></h2>')
+            heads = "".join(f"<th>{e(c)}</th>" for c in lay.columns)
             out.append(f'<p class="prompt">{e(job.prompt)}</p><table><thead><tr><th>#</th><th>rank</th><th>seed</th>'
-                       "<th>status</th>" + "".join(f"<th>{e(c)}</th>" for c in lay.columns) + "<th>metrics</th></tr></thead><tbody>")
+                       f"<th>status</th>{heads}<th>metrics</th></tr></thead><tbody>")
             for cand in job.candidates:
                 images = dict((name, path) for name, path in cand.stages)
-                cls = ' class="chosen"' if cand.chosen else ' class="failed"' if cand.status.startswith("failed") else ""
+                failed = cand.status.startswith("failed")
+                cls = ' class="chosen"' if cand.chosen else ' class="failed"' if failed else ""
                 mark = ' <span class="badge">&#10003; chosen</span>' if cand.chosen else ""
                 cells = "".join(self.cell(cand.final if c == FINAL else images.get(c),
                                           f"{job.job_key} candidate {cand.index} {c}") for c in lay.columns)
@@ -352,7 +358,8 @@ _CSS = (
     ".prompt{margin:0 0 6px;max-width:80em}.status{font-weight:normal;color:#6e6e78}.failed h2{color:#be2828}"
     "table{border-collapse:collapse}th,td{border:1px solid #ddd;padding:4px;vertical-align:top;text-align:left}"
     "td.img{text-align:center;vertical-align:middle}td.none{color:#6e6e78;width:160px}"
-    "tr.failed td{color:#be2828}tr.chosen td{background:#e8f6eb;border-top:3px solid #1e963c;border-bottom:3px solid #1e963c}"
+    "tr.failed td{color:#be2828}"
+    "tr.chosen td{background:#e8f6eb;border-top:3px solid #1e963c;border-bottom:3px solid #1e963c}"
     ".badge{display:block;color:#1e963c;font-weight:bold;white-space:nowrap}"
     "dl{margin:0;display:grid;grid-template-columns:auto auto;gap:0 8px;font-size:12px}dd{margin:0}"
     ".notes{font-size:12px;margin:2px 0 0;max-width:16em}"

@@ -166,8 +166,10 @@ def render_style_lock(request: GenerateRequest, seed: int, cutout: bool) -> Imag
         char_rnd = Rand("pose", seed, k, chars[k].code)
         scale = char_rnd.u(0.92, 1.0)
         cx = margin + slot * (k + 0.5) + rnd.u(-jitter, jitter)
-        feet = bottom - rnd.u(0.0, 0.04) * (bottom - top) if not cutout else bottom - (bottom - top - height * (1 + HAT_ROOM)) / 2
-        if not cutout:
+        if cutout:  # centred in the frame, so the margin is the same all round
+            feet = bottom - (bottom - top - height * (1 + HAT_ROOM)) / 2
+        else:
+            feet = bottom - rnd.u(0.0, 0.04) * (bottom - top)
             _ellipse_shadow(d, cx, feet, height * scale, ground)
         draw_figure(d, spec, cx, feet, height * scale, char_rnd)
     return canvas.reduce(SUPERSAMPLE)
@@ -190,8 +192,11 @@ def _palette_map(image: Image.Image, palette: list[RGB], strength: float) -> Ima
     """img2img style lock: every pixel pulled toward its nearest style colour."""
     px = np.asarray(image, dtype=np.int32)
     pal = np.asarray(palette, dtype=np.int32)
-    dist = ((px[:, :, None, :] - pal[None, None, :, :]) ** 2).sum(axis=3)
-    nearest = pal[dist.argmin(axis=2)].astype(np.float32)
+    nearest = np.empty(px.shape, dtype=np.float32)
+    for y in range(0, px.shape[0], 128):  # strips: the pixel x palette distance table stays small at any size
+        strip = px[y:y + 128]
+        dist = ((strip[:, :, None, :] - pal[None, None, :, :]) ** 2).sum(axis=3)
+        nearest[y:y + 128] = pal[dist.argmin(axis=2)]
     out = px.astype(np.float32) + (nearest - px) * np.float32(0.8 * strength)
     return _to_image(out)
 

@@ -258,14 +258,16 @@ def draw_figure(d: ImageDraw.ImageDraw, spec: FigureSpec, cx: float, feet_y: flo
         for k in range(6):
             x0 = hx - head_r + 2 * head_r * k / 6
             spikes += [(x0, hy - head_r * 0.35), (x0 + head_r / 6, hy - head_r * 1.5)]
-        spikes += [(hx + head_r, hy - head_r * 0.35), (hx + head_r, hy - head_r * 0.1), (hx - head_r, hy - head_r * 0.1)]
+        spikes += [(hx + head_r, hy - head_r * 0.35), (hx + head_r, hy - head_r * 0.1),
+                   (hx - head_r, hy - head_r * 0.1)]
         _poly(d, spikes, spec.hair_c)
     eye_y = hy + 0.08 * u
     for s in (-1, 1):
         _ellipse(d, hx + s * 0.24 * u + tilt * 0.3, eye_y, 0.08 * u, 0.09 * u, EYE)
     if spec.accessory == "glasses":
         for s in (-1, 1):
-            box = [_pt(hx + s * 0.24 * u - 0.2 * u, eye_y - 0.18 * u), _pt(hx + s * 0.24 * u + 0.2 * u, eye_y + 0.18 * u)]
+            ex = hx + s * 0.24 * u
+            box = [_pt(ex - 0.2 * u, eye_y - 0.18 * u), _pt(ex + 0.2 * u, eye_y + 0.18 * u)]
             d.ellipse(box, outline=EYE, width=max(1, round(0.07 * u)))
         _line(d, (hx - 0.06 * u, eye_y), (hx + 0.06 * u, eye_y), EYE, 0.06 * u)
     if spec.accessory == "scarf":
@@ -296,9 +298,9 @@ def draw_figure(d: ImageDraw.ImageDraw, spec: FigureSpec, cx: float, feet_y: flo
                    180, 360, fill=c)
         _ellipse(d, hx, ht - head_r * 0.4, head_r * 0.3, head_r * 0.3, spec.accent)
     elif spec.hat == "crown":
-        _poly(d, [(hx - head_r * 0.9, ht + 0.2 * u), (hx - head_r * 0.9, ht - 0.9 * u), (hx - head_r * 0.45, ht - 0.4 * u),
-                  (hx, ht - 1.0 * u), (hx + head_r * 0.45, ht - 0.4 * u), (hx + head_r * 0.9, ht - 0.9 * u),
-                  (hx + head_r * 0.9, ht + 0.2 * u)], c)
+        _poly(d, [(hx - head_r * 0.9, ht + 0.2 * u), (hx - head_r * 0.9, ht - 0.9 * u),
+                  (hx - head_r * 0.45, ht - 0.4 * u), (hx, ht - 1.0 * u), (hx + head_r * 0.45, ht - 0.4 * u),
+                  (hx + head_r * 0.9, ht - 0.9 * u), (hx + head_r * 0.9, ht + 0.2 * u)], c)
     elif spec.hat == "wizard":
         _poly(d, [(hx - head_r * 1.3, ht + 0.2 * u), (hx + head_r * 1.3, ht + 0.2 * u),
                   (hx + side * 0.5 * u, ht - 1.6 * u)], c)
@@ -357,8 +359,8 @@ def draw_scene(d: ImageDraw.ImageDraw, w: int, h: int, text: str, palette: list[
             half = w * rnd.u(0.15, 0.3)
             _poly(d, [(px - half, horizon), (px, horizon - ph), (px + half, horizon)], pick(k))
             if props:  # snowy caps on real mountains
-                _poly(d, [(px - half * 0.22, horizon - ph * 0.78), (px, horizon - ph), (px + half * 0.22, horizon - ph * 0.78)],
-                      (245, 245, 245))
+                cap_y = horizon - ph * 0.78
+                _poly(d, [(px - half * 0.22, cap_y), (px, horizon - ph), (px + half * 0.22, cap_y)], (245, 245, 245))
     if "city" in props:
         x = -w * rnd.u(0.0, 0.05)
         k = 0
@@ -403,6 +405,6 @@ def draw_scene(d: ImageDraw.ImageDraw, w: int, h: int, text: str, palette: list[
             d.rectangle([_pt(sx, horizon - h * 0.12), _pt(sx + w * 0.2, horizon + h * 0.02)], fill=darken(pick(k), 0.8))
             for j in range(5):
                 colour = pick(k) if j % 2 else (245, 245, 240)
-                d.rectangle([_pt(sx + w * 0.04 * j, horizon - h * 0.18), _pt(sx + w * 0.04 * (j + 1), horizon - h * 0.12)],
-                            fill=colour)
+                d.rectangle([_pt(sx + w * 0.04 * j, horizon - h * 0.18),
+                             _pt(sx + w * 0.04 * (j + 1), horizon - h * 0.12)], fill=colour)
     return horizon
