@@ -1,0 +1,125 @@
+"""The background-removal chain: engines tried in a given order on one image until one passes the mask check.
+
+Every attempt is recorded (engine, ok, reason, mask-check metrics, duration, the engine's facts), the winning
+result is moved onto `dst`, and the failed attempts leave no file behind. Bad input (no engines, an unknown
+code, an engine that does not remove backgrounds, an unreadable source, options an engine refuses) is
+InvalidParams before or instead of any output; when every engine fails, EngineError carries every attempt in
+`details["attempts"]`; a set cancel event raises `Cancelled`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from iat.engines.base import Cancelled, EngineResult, ImageEngine, check_cancel
+from iat.engines.mask_check import MaskCheck, MaskThresholds, check_mask
+from iat.errors import EngineError, IATError, InvalidParams
+from iat.imaging.io import open_image
+from iat.plugins import LazyRegistry
+
+log = logging.getLogger(__name__)
+
+OP = "remove_background"
+
+
+@dataclass
+class Attempt:
+    engine: str
+    ok: bool               # the engine produced a mask and the mask passed the check
+    reason: str            # "" when ok; else why not (unavailable, the engine's error, the failed metrics)
+    duration_s: float
+    check: dict[str, Any] | None = None   # MaskCheck.to_dict() when the engine produced an image
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ChainResult:
+    engine: str
+    result: EngineResult   # its path is `dst`
+    check: MaskCheck
+    attempts: list[Attempt]
+
+
+def _engines(registry: LazyRegistry, order: list[str]) -> list[ImageEngine]:
+    if not order:
+        raise InvalidParams("no background-removal engine given", details={"engines": []})
+    if len(set(order)) != len(order):
+        raise InvalidParams("an engine is listed twice", details={"engines": list(order)})
+    engines = []
+    for code in order:
+        engine = registry.get(code)   # InvalidParams for an unknown code
+        if getattr(engine, "op", None) != OP:
+            raise InvalidParams(f"engine {code!r} does not remove backgrounds (op {getattr(engine, 'op', None)!r})",
+                                details={"engine": code, "op": getattr(engine, "op", None)})
+        engines.append(engine)
+    return engines
+
+
+def remove_background(registry: LazyRegistry, order: list[str], src: str | os.PathLike, dst: str | os.PathLike, *,
+                      options: dict[str, dict[str, Any]] | None = None, thresholds: MaskThresholds | None = None,
+                      cancel: threading.Event | None = None) -> ChainResult:
+    """Runs the engines of `order` on `src` until one's mask passes; writes the winner to `dst`.
+
+    `options` maps an engine code to that engine's options.
+    """
+    src, dst = Path(src), Path(dst)
+    engines = _engines(registry, list(order))
+    unknown = sorted(set(options or {}) - set(order))
+    if unknown:
+        raise InvalidParams(f"options for engines not in the order: {', '.join(unknown)}",
+                            details={"engines": unknown})
+    open_image(src)   # an unreadable source is the caller's problem, not every engine's failure
+    attempts: list[Attempt] = []
+    for code, engine in zip(order, engines):
+        check_cancel(cancel)
+        started = time.perf_counter()
+        status = engine.available()
+        if not status.ready:
+            attempts.append(Attempt(code, False, f"unavailable: {status.reason}", time.perf_counter() - started))
+            continue
+        tmp = dst.with_name(f".{dst.name}.{code}.{os.getpid()}.{threading.get_ident()}.attempt.png")
+        try:
+            result = engine.process(src, tmp, dict((options or {}).get(code, {})), cancel=cancel)
+            check = check_mask(tmp, thresholds)
+        except (Cancelled, InvalidParams):
+            _remove(tmp)
+            raise
+        except IATError as exc:
+            _remove(tmp)
+            attempts.append(Attempt(code, False, f"{exc.name}: {exc.message}", time.perf_counter() - started))
+            continue
+        except Exception as exc:  # an engine's bug must not stop the chain: record it, log it, go on
+            _remove(tmp)
+            log.exception("engine %s failed on %s", code, src.name)
+            attempts.append(Attempt(code, False, f"engine crashed: {type(exc).__name__}",
+                                    time.perf_counter() - started))
+            continue
+        duration = time.perf_counter() - started
+        if not check.passed:
+            _remove(tmp)
+            attempts.append(Attempt(code, False, f"mask rejected: {check.reason}", duration, check.to_dict(),
+                                    result.meta))
+            continue
+        os.replace(tmp, dst)
+        attempts.append(Attempt(code, True, "", duration, check.to_dict(), result.meta))
+        return ChainResult(code, dataclasses.replace(result, path=dst), check, attempts)
+    tried = ", ".join(f"{a.engine} ({a.reason})" for a in attempts)
+    raise EngineError(f"no background-removal engine gave an acceptable mask: {tried}",
+                      details={"attempts": [a.to_dict() for a in attempts]})
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
