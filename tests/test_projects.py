@@ -118,8 +118,10 @@ def test_delete_with_purge_removes_the_folder(client: Client, project: dict, hom
 def test_storage_policy_set_and_validated(client: Client, project: dict):
     before = client.call("storage.get", slug="alpha")
     assert before["s3_enabled"] is False and before["local_project_root"] == project["root_dir"]
+    # S3 on with no bucket stored: the request is well formed but conflicts with the stored policy.
+    assert client.error("storage.set", slug="alpha", s3_enabled=True).name == "conflict"
     bad = [
-        {"s3_enabled": True},  # no bucket
+        {"s3_enabled": True, "s3_bucket": None},  # turns S3 on and clears the bucket at once
         {"s3_bucket": "Not_A_Bucket"},
         {"s3_prefix": "/abs"},
         {"s3_prefix": "a/../b"},

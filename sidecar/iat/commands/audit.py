@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from iat.commands.common import Page, Slug
+from iat.commands.common import Cursor, Page, ProjectRef, Slug
 from iat.lazy import lazy_import
 from iat.registry import Params, Result, command
 
@@ -29,10 +29,11 @@ class AuditPage(Page):
 class AuditParams(Params):
     slug: Slug | None = None
     limit: int = Field(50, ge=1, le=500)
-    cursor: str | None = None
+    cursor: Cursor | None = None
 
 
-@command("audit.list", params=AuditParams, result=AuditPage, route=("GET", "/api/audit"))
+@command("audit.list", params=AuditParams, result=AuditPage, route=("GET", "/api/audit"),
+         errors=ProjectRef.lookup_errors)
 def list_events(ctx, p: AuditParams) -> AuditPage:
     """Lists audit events newest first: a project's (slug given) or the app's; page with next_cursor."""
     if p.slug is None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from iat.clock import utcnow
-from iat.commands.common import ProjectRef, Slug
-from iat.errors import ConfirmationRequired
+from iat.commands.common import ProjectRef, ProjectRoot, Slug
+from iat.errors import ConfirmationRequired, Conflict
 from iat.lazy import lazy_import
 from iat.registry import Params, Result, command
 
@@ -47,7 +47,8 @@ class CreateParams(Params):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=10_000)
     settings_json: dict = Field(default_factory=dict)
-    local_project_root: str | None = Field(None, description="Folder of the project; default <home>/projects/<slug>")
+    local_project_root: ProjectRoot | None = Field(None, description="Absolute folder of the project (empty or "
+                                                   "new; also outside the data home); default <home>/projects/<slug>")
 
 
 class ListParams(Params):
@@ -60,8 +61,19 @@ class UpdateParams(ProjectRef):
     settings_json: dict | None = None
 
 
+def _confirm_required(schema: dict) -> None:
+    # The document asks for confirm=true; without it the handler answers 428 confirmation_required (not 422), so
+    # that a client can ask its user and repeat the call.
+    schema["properties"]["confirm"] = {"type": "boolean", "const": True, "title": "Confirm",
+                                       "description": "Must be true: deletion is destructive (otherwise 428 "
+                                                      "confirmation_required)"}
+    schema["required"] = [*schema.get("required", []), "confirm"]
+
+
 class DeleteParams(ProjectRef):
-    confirm: bool = Field(False, description="Must be true: deletion is destructive")
+    model_config = ConfigDict(json_schema_extra=_confirm_required)
+
+    confirm: bool = False
     purge: bool = Field(False, description="Remove the folder instead of moving it to the trash")
 
 
@@ -84,10 +96,19 @@ def _change(ctx, slug: str, changes: dict, event: str) -> ProjectOut:
     return _out(handle, row)
 
 
-@command("projects.create", params=CreateParams, result=ProjectOut, route=("POST", "/api/projects"), mutating=True)
+@command("projects.create", params=CreateParams, result=ProjectOut, route=("POST", "/api/projects"), mutating=True,
+         errors=(Conflict,))
 def create(ctx, p: CreateParams) -> ProjectOut:
     """Creates a project: its folder, its own project.db with the canonical schema, and its storage policy."""
-    handle = ctx.app.projects.create(p.slug, p.name, p.description, p.settings_json, p.local_project_root)
+    try:
+        handle = ctx.app.projects.create(p.slug, p.name, p.description, p.settings_json, p.local_project_root)
+    except OSError as exc:
+        if p.local_project_root is None:
+            raise  # the data home itself fails: a fault of this machine, not of the request
+        # The folder asked for cannot be made (no permission, a read-only disk, a file in the way, a name too
+        # long for the file system): the request conflicts with that place as it is.
+        raise Conflict(f"cannot create the project folder at {p.local_project_root}: {exc.strerror or exc}",
+                       details={"local_project_root": p.local_project_root, "errno": exc.errno}) from None
     row = handle.store.read(repo.get_project, handle.id)
     ctx.app.events.publish("project.created", {"project_id": handle.id, "slug": p.slug, "name": p.name})
     return _out(handle, row)
@@ -112,6 +133,9 @@ def get(ctx, p: ProjectRef) -> ProjectOut:
 def update(ctx, p: UpdateParams) -> ProjectOut:
     """Changes a project's name, description or settings (only the fields given)."""
     changes = p.model_dump(exclude={"slug"}, exclude_none=True)
+    if not changes:  # an empty patch changes nothing: no write, no audit row, no event
+        handle = ctx.app.projects.open(p.slug)
+        return _out(handle, handle.store.read(repo.get_project, handle.id))
     return _change(ctx, p.slug, changes, "project.updated")
 
 
@@ -130,7 +154,7 @@ def unarchive(ctx, p: ProjectRef) -> ProjectOut:
 
 
 @command("projects.delete", params=DeleteParams, result=Deleted, route=("DELETE", "/api/projects/{slug}"),
-         mutating=True)
+         mutating=True, errors=(ConfirmationRequired,))
 def delete(ctx, p: DeleteParams) -> Deleted:
     """Deletes a project (needs confirm=true): its folder goes to the trash, or is removed with purge=true."""
     if not p.confirm:

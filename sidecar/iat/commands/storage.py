@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
 from iat.clock import utcnow
-from iat.commands.common import ProjectRef
+from iat.commands.common import ProjectRef, ProjectRoot
 from iat.errors import Conflict
 from iat.lazy import lazy_import
 from iat.registry import Result, command
+from iat.storage.policy import S3Bucket, S3EndpointUrl, S3Prefix, S3Region
 
 repo = lazy_import("iat.projects.repo")
 policy = lazy_import("iat.storage.policy")
@@ -30,16 +31,31 @@ class StorageOut(Result):
     updated_at: datetime
 
 
-class SetParams(ProjectRef):
-    """Fields left out keep their value; null clears an optional one."""
+def _enabling_needs_a_bucket(schema: dict) -> None:
+    # The request-level half of "S3 on needs a bucket", as JSON Schema: s3_enabled=true with s3_bucket=null.
+    schema["if"] = {"properties": {"s3_enabled": {"const": True}}, "required": ["s3_enabled"]}
+    schema["then"] = {"properties": {"s3_bucket": {"type": "string"}}}
 
-    local_project_root: str | None = None
+
+class SetParams(ProjectRef):
+    """Fields left out keep their value; null clears an optional one. A change that leaves the stored policy
+    unusable (S3 on without a bucket) is a conflict with what is stored."""
+
+    model_config = ConfigDict(json_schema_extra=_enabling_needs_a_bucket)
+
+    local_project_root: ProjectRoot | None = None
     s3_enabled: bool | None = None
-    s3_bucket: str | None = Field(None, max_length=63)
-    s3_prefix: str | None = Field(None, max_length=512)
-    s3_region: str | None = Field(None, max_length=32)
+    s3_bucket: S3Bucket | None = None
+    s3_prefix: S3Prefix | None = None
+    s3_region: S3Region | None = None
     s3_profile: str | None = Field(None, max_length=128)
-    s3_endpoint_url: str | None = Field(None, max_length=2048)
+    s3_endpoint_url: S3EndpointUrl | None = None
+
+    @model_validator(mode="after")
+    def _bucket_for_s3(self) -> SetParams:
+        if self.s3_enabled and "s3_bucket" in self.model_fields_set and self.s3_bucket is None:
+            raise ValueError("s3_enabled=true needs an S3 bucket; this request clears it")
+        return self
 
 
 @command("storage.get", params=ProjectRef, result=StorageOut, route=("GET", "/api/projects/{slug}/storage"))
@@ -50,20 +66,33 @@ def get(ctx, p: ProjectRef) -> StorageOut:
 
 
 @command("storage.set", params=SetParams, result=StorageOut, route=("PUT", "/api/projects/{slug}/storage"),
-         mutating=True)
+         mutating=True, errors=(Conflict,))
 def set_policy(ctx, p: SetParams) -> StorageOut:
     """Changes the project's storage policy; the result must be usable (S3 on needs a bucket, and so on)."""
     handle = ctx.app.projects.open(p.slug)
     changes = {k: getattr(p, k) for k in p.model_fields_set if k != "slug"}
     current = handle.store.read(repo.get_storage, handle.id)
     if "local_project_root" in changes:
-        wanted = ctx.app.projects.resolve_root(p.slug, changes.pop("local_project_root"))
-        if wanted != handle.root:
+        wanted = changes.pop("local_project_root")
+        if _resolved(ctx, p.slug, wanted) != handle.root:
             raise Conflict("a project's folder is fixed at creation; export it and create it anew elsewhere",
                            details={"local_project_root": str(handle.root)})
     if changes.get("s3_enabled") is None:
         changes.pop("s3_enabled", None)  # null means "leave as is" for a flag that cannot be null
-    policy.validate({**current, **changes})
+    changes = {k: v for k, v in changes.items() if v != current.get(k)}
+    if not changes:
+        return StorageOut.model_validate(current)  # nothing to change: nothing written, nothing audited
+    found = policy.problems({**current, **changes})
+    if found:
+        raise Conflict(f"the storage policy would be unusable: {found[0]['loc'][0]}: {found[0]['msg']}",
+                       details={"errors": found})
     row = handle.store.write(repo.update_storage, handle.id, changes, ctx.app.current_user()["id"], utcnow())
     ctx.app.events.publish("storage.updated", {"project_id": handle.id, "slug": p.slug})
     return StorageOut.model_validate(row)
+
+
+def _resolved(ctx, slug: str, root: str | None):
+    try:
+        return ctx.app.projects.resolve_root(slug, root)
+    except (OSError, RuntimeError):  # a path the OS cannot resolve (too long, a symlink loop) is not this folder
+        return None

@@ -20,7 +20,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from iat.errors import (Forbidden, IATError, InvalidParams, InvalidRequest, MethodNotAllowed, NotFound, ParseError, PayloadTooLarge,
                         ShuttingDown, Unauthorized, error_object)
 from iat.context import Session
-from iat.rpc.openapi import openapi_document
+from iat.rpc.openapi import openapi_document, path_template
 from iat.rpc.outbox import Outbox
 from iat.rpc.protocol import Dispatcher, encode, error_response, notification
 
@@ -39,11 +39,15 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def error_json(exc: BaseException, status: int | None = None) -> web.Response:
+def error_json(exc: BaseException, status: int | None = None, headers: dict[str, str] | None = None) -> web.Response:
     body = {"error": error_object(exc)}
     code = status or (exc.http_status if isinstance(exc, IATError) else 500)
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-    return web.Response(body=encode(body), status=code, content_type="application/json", headers=headers)
+    headers = dict(headers or {})
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, MethodNotAllowed):  # RFC 9110: a 405 lists the methods the resource takes
+        headers.setdefault("Allow", ", ".join(exc.details.get("allowed", [])))
+    return web.Response(body=encode(body), status=code, content_type="application/json", headers=headers or None)
 
 
 class _AnsweringWebSocket(web.WebSocketResponse):
@@ -60,6 +64,11 @@ class _AnsweringWebSocket(web.WebSocketResponse):
             except (ConnectionError, RuntimeError):
                 pass
         return await super().close(code=code, message=message, drain=drain)
+
+
+def _refused(locs: list[list[str]], msg: str) -> InvalidParams:
+    return InvalidParams(f"invalid params: {msg}",
+                         details={"errors": [{"loc": loc, "msg": msg, "type": "extra_forbidden"} for loc in locs]})
 
 
 class HttpTransport:
@@ -85,6 +94,11 @@ class HttpTransport:
         for cmd in self.app.registry:
             if cmd.route is not None:
                 web_app.router.add_route(cmd.route.method, cmd.route.path, self._rest_handler(cmd))
+        # The methods each path template takes, for 405s and for OpenAPI's precedence (see _guard).
+        self._methods: dict[str, frozenset[str]] = {}
+        for resource in web_app.router.resources():
+            self._methods[resource.canonical] = self._methods.get(resource.canonical, frozenset()) | {
+                r.method for r in resource}
         self._runner = web.AppRunner(web_app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -121,19 +135,31 @@ class HttpTransport:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), self.app.token.encode()):
             return error_json(Unauthorized("missing or wrong bearer token"))
+        if self.app.stopping.is_set():
+            return error_json(ShuttingDown("the sidecar is shutting down"))
         try:
+            # OpenAPI reads /assets/import as its own path, never as /assets/{asset_id}: a method that the most
+            # specific template does not take is a 405 there, even where a looser template would route it.
+            matched = getattr(getattr(request.match_info.route, "resource", None), "canonical", None)
+            template = path_template(self._methods, request.rel_url.raw_path)
+            if matched and template and template != matched and request.method not in self._methods[template]:
+                raise web.HTTPMethodNotAllowed(request.method, self._methods[template])
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:
             return error_json(PayloadTooLarge(f"body over the {self.max_message_bytes}-byte limit",
                                               details={"limit_bytes": self.max_message_bytes}))
         except web.HTTPMethodNotAllowed as exc:
+            template = path_template(self._methods, request.rel_url.raw_path)
+            allowed = sorted(self._methods[template] if template else exc.allowed_methods)
             return error_json(MethodNotAllowed(f"{request.method} is not allowed on {request.path}",
-                                               details={"allowed": sorted(exc.allowed_methods)}))
+                                               details={"allowed": allowed}))
         except web.HTTPNotFound:
             return error_json(NotFound(f"no route {request.path}", details={"path": request.path}))
         except web.HTTPException as exc:
             return error_json(InvalidRequest(exc.reason), status=exc.status)
         except Exception as exc:  # noqa: BLE001 - one body shape, even for a bug
+            if self.app.stopping.is_set() and isinstance(exc, RuntimeError):  # the executor has shut down
+                return error_json(ShuttingDown("the sidecar is shutting down"))
             self.dispatcher.log_failure(request.path, exc)
             return error_json(exc)
 
@@ -218,17 +244,31 @@ class HttpTransport:
 
     @staticmethod
     async def _rest_params(request: web.Request, cmd: Command) -> dict:
-        params: dict = dict(request.query)
-        if request.method in _BODY_METHODS and request.can_read_body:
-            raw = await request.read()
+        """The params of a REST call: the path parameters from the path only; the other fields from the JSON body
+        (POST, PUT, PATCH) or the query string (GET, DELETE), as the OpenAPI document says."""
+        if request.method in _BODY_METHODS:
+            if request.query:
+                raise _refused([["query", k] for k in request.query], "this route takes its params in a JSON body")
+            params: dict = {}
+            raw = await request.read() if request.can_read_body else b""
             if raw.strip():
                 try:
-                    body = json.loads(raw)
-                except (ValueError, UnicodeDecodeError) as exc:
-                    raise ParseError(f"invalid JSON body: {exc}") from None
-                if not isinstance(body, dict):
-                    raise InvalidParams("the body must be a JSON object", details={"errors": []})
-                params.update(body)
-        # Path segments win: /api/projects/a with {"slug": "b"} acts on a.
+                    params = json.loads(raw)
+                except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                    raise ParseError(f"invalid JSON body: {type(exc).__name__}: {exc}"[:300]) from None
+                if not isinstance(params, dict):
+                    raise InvalidParams("the body must be a JSON object",
+                                        details={"errors": [{"loc": ["body"], "msg": "must be a JSON object",
+                                                             "type": "model_type"}]})
+        else:
+            repeated = sorted({k for k in request.query if len(request.query.getall(k)) > 1})
+            if repeated:
+                raise _refused([["query", k] for k in repeated], "a query parameter is given more than once")
+            params = dict(request.query)
+        # A path parameter comes from the path only: a body or query naming it (even with the same value) would
+        # make the target ambiguous.
+        clash = [k for k in request.match_info if k in params]
+        if clash:
+            raise _refused([[k] for k in clash], f"{', '.join(clash)} comes from the path only")
         params.update(request.match_info)
         return params

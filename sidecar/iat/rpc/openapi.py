@@ -1,19 +1,54 @@
 """OpenAPI 3.1 for the REST routes and the JSON-RPC methods, generated from the registry (and written to
-schema/openapi.json by `iat-sidecar schema --write`)."""
+schema/openapi.json by `iat-sidecar schema`).
+
+Everything is derived from the command declarations, so a new command gets a true operation without work here:
+- parameters: path parameters from the route; for GET and DELETE the other fields are query parameters; for POST,
+  PUT and PATCH they are the JSON body, whose schema leaves the path parameters out (the server refuses a body or
+  a query naming one);
+- responses: 200 with the result schema, and every error status the operation can answer, each with the one error
+  body: the statuses every request can get (401, 403, 422, 500, 503), those of a JSON body (400, 413), 404 for a
+  path that names something, and those of the errors the command declares (`command(errors=...)`) or its params
+  model looks up (`lookup_errors`, e.g. ProjectRef).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import copy
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Iterable
+from urllib.parse import unquote
 
 from pydantic.json_schema import models_json_schema
 
 from iat import __version__
-from iat.errors import all_error_classes
+from iat.errors import (Forbidden, IATError, InternalError, InvalidParams, InvalidRequest, MethodNotAllowed, NotFound,
+                        ParseError, PayloadTooLarge, ShuttingDown, Unauthorized, all_error_classes)
 
 if TYPE_CHECKING:
-    from iat.registry import Registry
+    from iat.registry import Command, Registry
 
 _REF = "#/components/schemas/{model}"
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+# Every request passes the guard (Host, Origin, token), the params check and, while stopping, the refusal.
+_EVERY_REQUEST = (Unauthorized, Forbidden, InvalidParams, InternalError, ShuttingDown)
+# A JSON body can be unreadable, not JSON, or over the message limit.
+_JSON_BODY = (ParseError, InvalidRequest, PayloadTooLarge)
+
+# Why each error comes, where it helps a reader more than its name.
+_WHEN = {
+    "unauthorized": "no or a wrong `Authorization: Bearer` token",
+    "forbidden": "a Host header that is not a loopback address, or an Origin not on the allow-list",
+    "invalid_params": "params that break the schema: a wrong type or format, an unknown field, a path parameter "
+                      "repeated in the body or query",
+    "parse_error": "a body that is not JSON",
+    "invalid_request": "a request the HTTP layer cannot read",
+    "payload_too_large": "a body over the message limit",
+    "internal_error": "a fault of the sidecar; see its log",
+    "shutting_down": "the sidecar is stopping",
+    "not_found": "nothing by that name or id",
+    "confirmation_required": "a destructive call without confirm=true; repeat it with confirm=true",
+}
 
 
 def _error_schemas() -> dict:
@@ -22,17 +57,163 @@ def _error_schemas() -> dict:
         "ErrorObject": {
             "type": "object",
             "required": ["code", "message", "data"],
+            "additionalProperties": False,
             "properties": {
                 "code": {"type": "integer"},
                 "message": {"type": "string"},
-                "data": {"type": "object", "required": ["name", "details"],
+                "data": {"type": "object", "required": ["name", "details"], "additionalProperties": False,
                          "properties": {"name": {"type": "string", "enum": names},
                                         "details": {"type": "object"}}},
             },
         },
-        "ErrorBody": {"type": "object", "required": ["error"],
+        "ErrorBody": {"type": "object", "required": ["error"], "additionalProperties": False,
                       "properties": {"error": {"$ref": _REF.format(model="ErrorObject")}}},
+        "JsonRpcResponse": {
+            "type": "object",
+            "required": ["jsonrpc", "id"],
+            "additionalProperties": False,
+            "properties": {"jsonrpc": {"const": "2.0"}, "result": {},
+                           "error": {"$ref": _REF.format(model="ErrorObject")},
+                           "id": {"type": ["string", "number", "null"]}},
+            "oneOf": [{"required": ["result"]}, {"required": ["error"]}],
+        },
     }
+
+
+def _error_response(status: int, classes: Iterable[type[IATError]]) -> dict:
+    names = sorted({cls.name for cls in classes})
+    reasons = "; ".join(f"{n} ({_WHEN[n]})" if n in _WHEN else n for n in names)
+    response: dict = {"description": f"{HTTPStatus(status).phrase}: {reasons}",
+                      "content": {"application/json": {"schema": {"$ref": _REF.format(model="ErrorBody")}}}}
+    if status == Unauthorized.http_status:
+        response["headers"] = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
+    return response
+
+
+def _error_responses(classes: Iterable[type[IATError]]) -> dict[str, dict]:
+    by_status: dict[int, list[type[IATError]]] = {}
+    for cls in classes:
+        by_status.setdefault(cls.http_status, []).append(cls)
+    return {str(status): _error_response(status, found) for status, found in sorted(by_status.items())}
+
+
+def operation_errors(cmd: Command) -> list[type[IATError]]:
+    """Every error class a REST call of `cmd` can answer with."""
+    assert cmd.route is not None
+    classes = list(_EVERY_REQUEST)
+    if cmd.route.method in BODY_METHODS:
+        classes += _JSON_BODY
+    if cmd.route.path_params:
+        classes.append(NotFound)  # a path parameter names something that may not exist
+    classes += getattr(cmd.params, "lookup_errors", ())
+    classes += cmd.errors
+    return list(dict.fromkeys(classes))
+
+
+def path_template(templates: Iterable[str], raw_path: str) -> str | None:
+    """The template a request path falls under as OpenAPI reads paths: a literal segment wins over a parameter in
+    the same place (/assets/import is not /assets/{asset_id}), earlier segments first."""
+    segments = [unquote(s) for s in raw_path.split("/")]
+    best, best_key = None, None
+    for template in templates:
+        parts = template.split("/")
+        if len(parts) != len(segments):
+            continue
+        key = []
+        for part, segment in zip(parts, segments):
+            if part.startswith("{") and part.endswith("}") and segment:
+                key.append(1)
+            elif part == segment:
+                key.append(0)
+            else:
+                break
+        else:
+            if best_key is None or key < best_key:
+                best, best_key = template, key
+    return best
+
+
+def _without_null(schema: dict) -> dict:
+    """A query or path parameter is absent rather than null: drop the null branch of an optional field."""
+    options = schema.get("anyOf")
+    if not options or {"type": "null"} not in options:
+        return schema
+    rest = [o for o in options if o != {"type": "null"}]
+    out = {k: v for k, v in schema.items() if k != "anyOf" and not (k == "default" and v is None)}
+    if len(rest) == 1:
+        return {**rest[0], **out}
+    return {**out, "anyOf": rest}
+
+
+def _body_schema(schemas: dict, name: str, path_params: tuple[str, ...]) -> str:
+    """The params schema without the path parameters, as its own component; returns the component's name."""
+    body_name = f"{name}Body"
+    body = copy.deepcopy(schemas[name])
+    for param in path_params:
+        body.get("properties", {}).pop(param, None)
+    required = [r for r in body.get("required", []) if r not in path_params]
+    if required:
+        body["required"] = required
+    else:
+        body.pop("required", None)
+    body["title"] = body_name
+    existing = schemas.get(body_name)
+    if existing is not None and existing != body:  # the same model under other path parameters
+        body_name = f"{name}Without{''.join(p.title().replace('_', '') for p in path_params)}"
+        body["title"] = body_name
+    schemas[body_name] = body
+    return body_name
+
+
+def _rest_operation(cmd: Command, schemas: dict, params_ref: dict, result_ref: dict) -> dict:
+    route = cmd.route
+    assert route is not None
+    params_name = params_ref["$ref"].rsplit("/", 1)[1]
+    params_schema = schemas[params_name]
+    properties = params_schema.get("properties", {})
+    required = set(params_schema.get("required", []))
+    op: dict = {
+        "operationId": cmd.name,
+        "summary": cmd.summary,
+        "description": cmd.doc,
+        "tags": [cmd.name.split(".")[0]],
+        "parameters": [{"name": n, "in": "path", "required": True, "schema": _without_null(properties.get(n, {}))}
+                       for n in route.path_params],
+        "responses": {"200": {"description": "Result", "content": {"application/json": {"schema": result_ref}}},
+                      **_error_responses(operation_errors(cmd))},
+    }
+    if route.method in BODY_METHODS:
+        body_name = _body_schema(schemas, params_name, route.path_params) if route.path_params else params_name
+        body_required = bool(schemas[body_name].get("required"))
+        op["requestBody"] = {"required": body_required,
+                             "content": {"application/json": {"schema": {"$ref": _REF.format(model=body_name)}}}}
+        if not body_required:
+            op["requestBody"]["description"] = "May be left out (no body, or an empty one, is {})."
+    else:
+        op["parameters"] += [{"name": n, "in": "query", "required": n in required, "schema": _without_null(s)}
+                             for n, s in properties.items() if n not in route.path_params]
+    return op
+
+
+def _rpc_operation() -> dict:
+    return {"post": {
+        "operationId": "rpc",
+        "summary": "JSON-RPC 2.0: one request, a notification or a batch; methods in x-jsonrpc-methods",
+        "description": "Whatever the body is (none, not JSON, not a valid request), the answer is 200 with a "
+                       "JSON-RPC response (an error response for a bad message, with id null where the id cannot "
+                       "be read), or 204 when only notifications were sent.",
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {
+            "description": "A JSON-RPC 2.0 request or notification, or a batch (array) of them"}}}},
+        "responses": {
+            "200": {"description": "The response, or the array of responses of a batch",
+                    "content": {"application/json": {"schema": {"oneOf": [
+                        {"$ref": _REF.format(model="JsonRpcResponse")},
+                        {"type": "array", "minItems": 1, "items": {"$ref": _REF.format(model="JsonRpcResponse")}},
+                    ]}}}},
+            "204": {"description": "Only notifications were sent"},
+            **_error_responses((Unauthorized, Forbidden, PayloadTooLarge, InternalError, ShuttingDown)),
+        },
+    }}
 
 
 def openapi_document(registry: Registry) -> dict:
@@ -42,8 +223,6 @@ def openapi_document(registry: Registry) -> dict:
         keys += [(cmd.params, "validation"), (cmd.result, "serialization")]
     refs, top = models_json_schema(keys, ref_template=_REF)
     schemas = {**top.get("$defs", {}), **_error_schemas()}
-    error_response = {"description": "Error", "content": {"application/json": {
-        "schema": {"$ref": _REF.format(model="ErrorBody")}}}}
 
     paths: dict = {}
     methods = {}
@@ -52,45 +231,25 @@ def openapi_document(registry: Registry) -> dict:
         result_ref = refs[(cmd.result, "serialization")]
         methods[cmd.name] = {"summary": cmd.summary, "description": cmd.doc, "params": params_ref,
                              "result": result_ref, "mutating": cmd.mutating}
-        if cmd.route is None:
-            continue
-        params_schema = schemas[params_ref["$ref"].rsplit("/", 1)[1]]
-        properties = params_schema.get("properties", {})
-        required = set(params_schema.get("required", []))
-        op: dict = {
-            "operationId": cmd.name,
-            "summary": cmd.summary,
-            "description": cmd.doc,
-            "tags": [cmd.name.split(".")[0]],
-            "parameters": [{"name": n, "in": "path", "required": True, "schema": properties.get(n, {})}
-                           for n in cmd.route.path_params],
-            "responses": {"200": {"description": "Result", "content": {"application/json": {"schema": result_ref}}},
-                          "default": error_response},
-        }
-        if cmd.route.method in ("POST", "PUT", "PATCH"):
-            op["requestBody"] = {"required": bool(required - set(cmd.route.path_params)),
-                                 "content": {"application/json": {"schema": params_ref}}}
-        else:
-            op["parameters"] += [{"name": n, "in": "query", "required": n in required, "schema": s}
-                                 for n, s in properties.items() if n not in cmd.route.path_params]
-        paths.setdefault(cmd.route.path, {})[cmd.route.method.lower()] = op
+        if cmd.route is not None:
+            paths.setdefault(cmd.route.path, {})[cmd.route.method.lower()] = _rest_operation(
+                cmd, schemas, params_ref, result_ref)
+    paths["/rpc"] = _rpc_operation()
 
-    paths["/rpc"] = {"post": {
-        "operationId": "rpc",
-        "summary": "JSON-RPC 2.0: one request, a notification or a batch; methods in x-jsonrpc-methods",
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}]}}}},
-        "responses": {"200": {"description": "Response or batch of responses"},
-                      "204": {"description": "Only notifications were sent"},
-                      "default": error_response},
-    }}
+    not_allowed = _error_response(MethodNotAllowed.http_status, [MethodNotAllowed])
+    not_allowed["headers"] = {"Allow": {"required": True, "description": "The methods the path takes (RFC 9110)",
+                                        "schema": {"type": "string"}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "IAT Toolkit sidecar", "version": __version__,
                  "description": "Localhost API of the IAT Toolkit sidecar. Every request needs "
-                                "`Authorization: Bearer <token>` (the token is in sidecar.ready)."},
+                                "`Authorization: Bearer <token>` (the token is in sidecar.ready). Errors answer "
+                                "`ErrorBody` with the status of their name. A method a path does not take answers "
+                                "405 with an `Allow` header (components.responses.MethodNotAllowed); a path "
+                                "that matches no route answers 404."},
         "servers": [{"url": "http://127.0.0.1:{port}", "variables": {"port": {"default": "0"}}}],
-        "components": {"schemas": schemas,
+        "components": {"schemas": dict(sorted(schemas.items())),
+                       "responses": {"MethodNotAllowed": not_allowed},
                        "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}}},
         "security": [{"token": []}],
         "paths": dict(sorted(paths.items())),
