@@ -41,9 +41,10 @@ def upscale(rgb: np.ndarray, alpha: np.ndarray | None, factor: int, *,
     if alpha is None:
         return np.asarray(Image.fromarray(rgb, "RGB").resize(size, Image.Resampling.LANCZOS)), None
     a = alpha.astype(np.float32) / 255.0
-    a_up = np.clip(_resize_channel(a, size), 0.0, 1.0)
+    a_raw = _resize_channel(a, size)
+    a_up = np.clip(a_raw, 0.0, 1.0)
     out = np.empty((size[1], size[0], 3), dtype=np.uint8)
-    safe = np.maximum(a_up, 1e-6)
+    safe = np.maximum(a_raw, 1e-6)   # divide by the alpha the colours were resampled with, overshoot included
     for ch in range(3):
         check_cancel(cancel)
         premult = rgb[..., ch].astype(np.float32) * a
