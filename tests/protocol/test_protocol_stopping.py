@@ -112,19 +112,23 @@ class WsLinePeer:
 
 
 class HttpPeer:
-    """POST /rpc: each request on its own thread (a request blocks until its answer)."""
+    """POST /rpc: each request on its own thread (a request blocks until its answer). A stopping sidecar refuses
+    a POST /rpc the way it refuses every request before dispatch (401, 403, 413): an HTTP status with the one
+    error body, here 503 shutting_down; reply() checks that shape and hands it on as the JSON-RPC error response
+    the other transports send, so the test reads every transport alike."""
 
-    def __init__(self, client):
+    def __init__(self, client, proto):
         self.client = client
+        self.proto = proto
         self.threads: dict = {}
         self.replies: dict = {}
 
     def send(self, message: dict) -> None:
         def run() -> None:
             try:
-                self.replies[message["id"]] = self.client.request(message, timeout=WAIT_S)
+                self.replies[message["id"]] = self.client.http("POST", "/rpc", message, timeout=WAIT_S)
             except Exception as exc:  # noqa: BLE001 - kept for the assertion that reads it
-                self.replies[message["id"]] = {"transport_failure": repr(exc)}
+                self.replies[message["id"]] = exc
 
         thread = threading.Thread(target=run, daemon=True)
         self.threads[message["id"]] = thread
@@ -133,7 +137,13 @@ class HttpPeer:
     def reply(self, request_id, timeout: float = WAIT_S) -> dict:
         self.threads[request_id].join(timeout)
         assert request_id in self.replies, f"no reply to {request_id} within {timeout} s"
-        return self.replies.pop(request_id)
+        resp = self.replies.pop(request_id)
+        assert not isinstance(resp, Exception), f"POST /rpc {request_id} got no answer: {resp!r}"
+        if resp.status == 503:
+            error = self.proto.http_error(resp, 503, -32050, "shutting_down")
+            return {"jsonrpc": "2.0", "error": error, "id": request_id}
+        assert resp.status == 200, (resp.status, resp.body[:300])
+        return resp.json
 
     def pending(self, request_id) -> bool:
         return self.threads[request_id].is_alive()
@@ -144,18 +154,18 @@ def rpc(method: str, params: dict | None = None) -> dict:
             **({"params": params} if params else {})}
 
 
-def open_peer(process, transport: str):
+def open_peer(process, transport: str, proto):
     if transport in ("stdio", "tcp"):
-        return LinePeer(process.connect(transport)), None
+        return LinePeer(process.connect(transport))
     web = process.connect("http")
-    return (WsLinePeer(process) if transport == "ws" else HttpPeer(web)), web
+    return WsLinePeer(process) if transport == "ws" else HttpPeer(web, proto)
 
 
 @pytest.mark.parametrize("stop_with", ["sigterm", "system.shutdown"])
 @pytest.mark.parametrize("transport", ["stdio", "tcp", "http", "ws"])
 def test_calls_during_stop_are_answered_shutting_down_and_admitted_ones_finish(launch, proto, transport, stop_with):
     process = launch("http" if transport == "ws" else transport)
-    peer, _ = open_peer(process, transport)
+    peer = open_peer(process, transport, proto)
     home = process.home
     warm = rpc("projects.list")  # opens app.db (and seeds the user) before the lock is taken
     peer.send(warm)
@@ -186,16 +196,15 @@ def test_calls_during_stop_are_answered_shutting_down_and_admitted_ones_finish(l
                 proto.error_response(reply, -32050, "shutting_down", request_id=ping["id"])
                 break
             assert proto.result(reply, ping["id"])["pong"] is True
+        # A change sent now is refused the same way, and never runs.
+        late_slug = proto.unique_slug("late")
+        late = rpc("projects.create", {"slug": late_slug, "name": "Late"})
+        peer.send(late)
+        proto.error_response(peer.reply(late["id"], timeout=proto.EXIT_BUDGET_S), -32050, "shutting_down",
+                             request_id=late["id"])
         assert peer.pending(slow["id"]), "the slow call was answered before the lock was released"
     finally:
-        lock.release()  # at once: the sidecar gives admitted calls about 1 s of its 2 s stop budget
-
-    # A change sent now is refused the same way, and never runs.
-    late_slug = proto.unique_slug("late")
-    late = rpc("projects.create", {"slug": late_slug, "name": "Late"})
-    peer.send(late)
-    proto.error_response(peer.reply(late["id"], timeout=proto.EXIT_BUDGET_S), -32050, "shutting_down",
-                         request_id=late["id"])
+        lock.release()  # the sidecar gives admitted calls about 1 s of its 2 s stop budget
 
     # The admitted call finishes and is answered; the process then exits cleanly within the budget.
     created = proto.result(peer.reply(slow["id"], timeout=proto.EXIT_BUDGET_S), slow["id"])
