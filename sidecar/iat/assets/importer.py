@@ -130,10 +130,21 @@ class _Collector:
         except OSError as exc:
             self.problems.append(Problem(shown, "unreadable", f"{shown}: {exc.strerror or exc}"))
             return
+        own_names = (store.ASSETS_DIR, *_DB_FILES) if real == self.project else ()
         for entry in entries:
-            if entry.name.startswith("."):
-                continue  # hidden files and folders (.DS_Store, .git): never what an import of a folder means
-            self._visit(os.path.join(shown, entry.name), Path(entry.path), explicit=False)
+            if entry.name.startswith(".") or entry.name in own_names:
+                continue  # hidden entries (.DS_Store, .git) are never what importing a folder means
+            shown_child = os.path.join(shown, entry.name)
+            if entry.is_symlink():  # resolved and checked like a path given by the user
+                self._visit(shown_child, Path(entry.path), explicit=False)
+            elif entry.is_dir(follow_symlinks=False):
+                if self.recursive:  # no symlink on the way: inside `real`, so inside the roots
+                    self._folder(shown_child, real / entry.name)
+            elif entry.is_file(follow_symlinks=False):
+                self.sources.setdefault(real / entry.name, Source(shown_child, real / entry.name))
+            else:
+                self.problems.append(Problem(shown_child, "not_a_regular_file",
+                                             f"{shown_child}: not a regular file"))
 
 
 def collect(paths: Sequence[str], roots: Sequence[Path], project_root: Path,

@@ -30,7 +30,6 @@ from iat.pagination import keyset_page
 
 LINK_TYPES = ("derived_from", "variant_of", "mask_for", "reference_of")
 Direction = Literal["ancestors", "descendants"]
-_ROWS_PER_INSERT = 200  # 11 columns each: far below SQLite's bound-parameter limit on every version
 _IDS_PER_QUERY = 500
 
 
@@ -107,12 +106,28 @@ def import_assets(project_id: str, kind: str, files: Sequence[tuple[StoredFile, 
         row = known[stored.sha256] = _row(project_id, kind, stored, metadata, now)
         new.append(row)
         out.append((row, False))
-    for part in chunked(new, _ROWS_PER_INSERT):
-        Asset.insert_many(part).execute()
+    _insert_many(Asset, new)
     audit.record(project_id, actor_id, "assets.imported",
                  {"kind": kind, "files": len(files), "created": len(new), "deduplicated": len(files) - len(new),
                   "asset_ids": [row["id"] for row in new]})
     return out
+
+
+def _insert_many(model, rows: list[dict]) -> None:
+    """Inserts rows (dicts with the same keys) through one prepared statement and DB-API executemany, in the
+    current transaction. peewee's insert_many renders every value into the SQL text (~0.2 ms a row of assets,
+    most of a 2,000-file import's database time); this converts values with the same fields' db_value."""
+    if not rows:
+        return
+    database = model._meta.database
+    names = list(rows[0])
+    fields = [model._meta.columns[name] for name in names]
+    open_q, close_q = database.quote
+    columns = ", ".join(f"{open_q}{name}{close_q}" for name in names)
+    sql = (f"INSERT INTO {open_q}{model._meta.table_name}{close_q} ({columns}) "
+           f"VALUES ({', '.join([database.param] * len(names))})")
+    values = [tuple(field.db_value(row[name]) for field, name in zip(fields, names)) for row in rows]
+    database.cursor().executemany(sql, values)
 
 
 # --- links ---

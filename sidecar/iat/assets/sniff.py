@@ -10,6 +10,7 @@ decides the MIME type; every other type comes from the content alone.
 from __future__ import annotations
 
 import io
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +81,10 @@ def claimed_ext(name: str) -> str | None:
     lower = name.lower()
     if lower.endswith(".tar.gz"):
         return "tar.gz"
-    return Path(lower).suffix[1:] or None
+    return os.path.splitext(lower)[1][1:] or None
 
 
-def sniff(head: bytes, *, claimed: str | None = None, path: Path | None = None) -> Sniffed:
+def sniff(head: bytes, *, claimed: str | None = None, path: Path | str | None = None) -> Sniffed:
     """Sniffs `head` (the first HEAD_BYTES of a file, or all of it). `claimed` only picks among text types that
     content cannot tell apart; `path`, when given, is read again only if an image header lies past `head`."""
     mime = _binary_type(head)
@@ -198,7 +199,7 @@ def _gzip_holds_tar(head: bytes) -> bool:
     return len(inner) >= 262 and inner[257:262] == b"ustar"
 
 
-def _image_size(head: bytes, fmt: str, path: Path | None, mime: str) -> tuple[int, int]:
+def _image_size(head: bytes, fmt: str, path: Path | str | None, mime: str) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     sources: list = [io.BytesIO(head)]

@@ -72,7 +72,7 @@ class StoredFile:
 class StagedFile:
     """Bytes hashed and written to a temp file, not yet at their address."""
 
-    temp: Path
+    temp: str  # path of the temp file (a plain str: this runs once per file of large batches)
     stored: StoredFile
 
 
@@ -106,8 +106,8 @@ def temp_dir(root: Path) -> Path:
     return path
 
 
-def _new_temp(tmp: Path) -> tuple[Path, int]:
-    path = tmp / f"{uuid.uuid4().hex}.part"
+def _new_temp(tmp: Path | str) -> tuple[str, int]:
+    path = os.path.join(tmp, f"{uuid.uuid4().hex}.part")
     return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o644)
 
 
@@ -122,8 +122,8 @@ def stage_file(root: Path, src: Path | str, *, check_extension: bool = True, fol
     """Copies `src` into a temp file, hashing and sniffing it in the same single read. With `check_extension`, a
     file whose content contradicts its extension raises sniff.ContentMismatch (and leaves no temp). OSError
     (unreadable, not a regular file, a symlink when not `follow_symlinks`) passes through."""
-    src = Path(src)
     tmp = tmp or temp_dir(root)
+    name = os.path.basename(src)
     nofollow = 0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0)
     # O_NONBLOCK: a FIFO put where a file was must fail at the S_ISREG check below, not hang in open().
     fd = os.open(src, os.O_RDONLY | _O_BINARY | nofollow | getattr(os, "O_NONBLOCK", 0))
@@ -136,13 +136,17 @@ def stage_file(root: Path, src: Path | str, *, check_extension: bool = True, fol
             digest = hashlib.sha256()
             size = 0
             head = b""
-            want = min(info.st_size + 1, _CHUNK)  # small files: one read of the right size, no 1 MiB buffer
+            # Small files: one read of the size fstat gave (+1 to see growth), no 1 MiB buffer, and no second
+            # read to meet the end when exactly that many bytes came (system calls are most of a small file's cost).
+            want = min(info.st_size + 1, _CHUNK)
             while chunk := os.read(fd, want):
                 if len(head) < HEAD_BYTES:
                     head += chunk[:HEAD_BYTES - len(head)]
                 digest.update(chunk)
                 _write_all(out, chunk)
                 size += len(chunk)
+                if size == info.st_size and len(chunk) < want:
+                    break
                 want = _CHUNK
         except BaseException:
             os.close(out)
@@ -152,9 +156,9 @@ def stage_file(root: Path, src: Path | str, *, check_extension: bool = True, fol
     finally:
         os.close(fd)
     try:
-        sniffed = sniff(head, claimed=claimed_ext(src.name), path=temp)
+        sniffed = sniff(head, claimed=claimed_ext(name), path=temp)
         if check_extension:
-            check_claim(src.name, sniffed)
+            check_claim(name, sniffed)
     except BaseException:
         _unlink(temp)
         raise
@@ -199,14 +203,15 @@ def commit(root: Path, staged: Sequence[StagedFile], created: list[str] | None =
     the address held those bytes already and the temp was dropped). Each uri put there is appended to `created`
     as it happens, so a caller that fails half-way knows what to clean up. Flush the temps' data first (`flush`)
     when the result must survive a crash, and the folders (`flush_dirs`) before committing rows."""
-    root = Path(root)
-    made: set[Path] = set()
+    base = os.fspath(root)
+    made: set[str] = set()
     out = []
     for item in staged:
-        dest = root / item.stored.rel_uri
-        if dest.parent not in made:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            made.add(dest.parent)
+        dest = os.path.join(base, item.stored.rel_uri)
+        folder = os.path.dirname(dest)
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
         try:
             existing = os.stat(dest).st_size
         except FileNotFoundError:
@@ -248,7 +253,7 @@ def _put(root: Path, staged: StagedFile) -> StoredFile:
 # --- durability ---
 
 
-def flush(root: Path, files: Sequence[Path]) -> None:
+def flush(root: Path, files: Sequence[Path | str]) -> None:
     """Makes the data of `files` durable: one syncfs(2) of the project's filesystem on Linux when there are several
     (one journal commit instead of one per file), else an fsync each."""
     if len(files) > 1 and _syncfs(root):
@@ -266,7 +271,7 @@ def flush_dirs(root: Path, rel_uris: Iterable[str]) -> None:
         _fsync_dir(folder)
 
 
-def _fsync(path: Path) -> None:
+def _fsync(path: Path | str) -> None:
     fd = os.open(path, os.O_RDONLY | _O_BINARY)
     try:
         os.fsync(fd)
@@ -346,7 +351,7 @@ def sweep_orphans(root: Path, referenced: set[str]) -> list[str]:
     return removed
 
 
-def _unlink(path: Path) -> bool:
+def _unlink(path: Path | str) -> bool:
     try:
         os.unlink(path)
     except FileNotFoundError:
