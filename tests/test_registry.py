@@ -31,7 +31,7 @@ def test_every_command_is_documented_and_has_schemas():
 def test_mutating_commands_are_the_ones_that_change_state():
     mutating = {c.name for c in load_commands() if c.mutating}
     assert mutating == {"projects.create", "projects.update", "projects.archive", "projects.unarchive",
-                        "projects.delete", "storage.set"}
+                        "projects.delete", "storage.set", "assets.import", "assets.link"}
 
 
 def test_a_duplicate_command_name_fails_at_import():
