@@ -20,10 +20,19 @@ _M2 = np.array([[0.2104542553, 0.7936177850, -0.0040720468],
                 [0.0259040371, 0.7827717662, -0.8086757660]], dtype=np.float64)
 _M1_INV = np.linalg.inv(_M1)
 _M2_INV = np.linalg.inv(_M2)
-_M1_T = _M1.T.astype(np.float32)
-_M2_T = _M2.T.astype(np.float32)
-_M1_INV_T = _M1_INV.T.astype(np.float32)
-_M2_INV_T = _M2_INV.T.astype(np.float32)
+_M1_32, _M2_32 = _M1.astype(np.float32), _M2.astype(np.float32)
+_M1_INV_32, _M2_INV_32 = _M1_INV.astype(np.float32), _M2_INV.astype(np.float32)
+
+
+def _apply(m: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """m @ pixel for every pixel of x (..., 3). Written out per channel: a (n, 3) @ (3, 3) matmul goes through
+    BLAS at a small fraction of this speed, and this order of operations is the same on every machine."""
+    x = np.asarray(x, dtype=np.float32)
+    out = np.empty(x.shape, dtype=np.float32)
+    c0, c1, c2 = x[..., 0], x[..., 1], x[..., 2]
+    for k in range(3):
+        out[..., k] = c0 * m[k, 0] + c1 * m[k, 1] + c2 * m[k, 2]
+    return out
 
 
 def srgb_to_linear(c: np.ndarray) -> np.ndarray:
@@ -42,13 +51,12 @@ _LUT8 = srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0)
 
 
 def linear_to_oklab(rgb: np.ndarray) -> np.ndarray:
-    lms = np.asarray(rgb, dtype=np.float32) @ _M1_T
-    return np.cbrt(lms) @ _M2_T
+    return _apply(_M2_32, np.cbrt(_apply(_M1_32, rgb)))
 
 
 def oklab_to_linear(lab: np.ndarray) -> np.ndarray:
-    lms = np.asarray(lab, dtype=np.float32) @ _M2_INV_T
-    return (lms * lms * lms) @ _M1_INV_T
+    lms = _apply(_M2_INV_32, lab)
+    return _apply(_M1_INV_32, lms * lms * lms)
 
 
 def srgb8_to_oklab(rgb8: np.ndarray) -> np.ndarray:
