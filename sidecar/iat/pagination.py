@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
-from peewee import Tuple
-
 from iat.errors import InvalidParams
 
 CURSOR_PATTERN = r"^[0-9]{1,20}\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -35,6 +33,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 def keyset_page(query, model, limit: int, cursor: str | None) -> tuple[list[dict], str | None]:
     """One page of `query` (already scoped) newest first, and the cursor of the next page (None at the end)."""
+    from peewee import Tuple  # here, not at the top: the params models import this module for CURSOR_PATTERN
+
     if cursor:
         created_at, row_id = decode_cursor(cursor)
         # A row-value comparison, so SQLite and PostgreSQL seek in the index instead of scanning down to it.
