@@ -31,6 +31,10 @@ COMMAND_MODULES = (
     "iat.commands.storage",
     "iat.commands.audit",
     "iat.commands.assets",
+    "iat.commands.style_guides",
+    "iat.commands.reference_sets",
+    "iat.commands.characters",
+    "iat.commands.prompt_templates",
 )
 
 
