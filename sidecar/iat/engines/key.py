@@ -144,8 +144,11 @@ def estimate_background(lab: np.ndarray, ring: int, colors: np.ndarray | None = 
     thr = 0.03
     for _ in range(10 if inl.sum() >= 6 else 0):
         Xi = X[inl]
-        coeffs = np.linalg.solve(Xi.T @ Xi + ridge * len(Xi), Xi.T @ samples[inl])
-        res = np.sqrt(((samples - X @ coeffs) ** 2).sum(-1))
+        # einsum, not BLAS: the same sums in the same order on every machine and thread count (replays
+        # must give the same bytes)
+        coeffs = np.linalg.solve(np.einsum("ni,nj->ij", Xi, Xi) + ridge * len(Xi),
+                                 np.einsum("ni,nk->ik", Xi, samples[inl]))
+        res = np.sqrt(((samples - np.einsum("ni,ik->nk", X, coeffs)) ** 2).sum(-1))
         thr = max(0.03, 3.5 * float(np.median(res[inl])))
         new = res < thr
         if np.array_equal(new, inl) or new.sum() < 6:
@@ -193,7 +196,7 @@ def build_plate(lab: np.ndarray, model: BackgroundModel, tol: float) -> np.ndarr
     homogeneous = std < max(0.012, 2.0 * np.sqrt(3.0) * model.sigma)
     cy, cx = (np.arange(gh) + 0.5) * cs, (np.arange(gw) + 0.5) * cs
     yy, xx = np.meshgrid(cy, cx, indexing="ij")
-    guess = _design(_norm(xx.ravel() - 0.5, w), _norm(yy.ravel() - 0.5, h)) @ model.coeffs
+    guess = np.einsum("ni,ik->nk", _design(_norm(xx.ravel() - 0.5, w), _norm(yy.ravel() - 0.5, h)), model.coeffs)
     guess = guess.reshape(gh, gw, 3)
     border = np.zeros((gh, gw), dtype=bool)
     border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True

@@ -23,8 +23,8 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from iat.imaging.io import from_arrays, to_arrays
-from iat.imaging.oklab import (chroma, hex_to_oklab, hex_to_rgb8, linear_to_oklab, linear_to_srgb, oklab_to_linear,
-                               oklab_to_srgb8, srgb8_to_oklab, srgb_to_linear)
+from iat.imaging.oklab import (chroma, hex_to_oklab, hex_to_rgb8, linear_to_oklab, oklab_to_srgb8, srgb8_to_oklab,
+                               srgb_to_linear)
 
 _Y = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)   # linear-light luminance weights (sRGB primaries)
 
@@ -63,19 +63,23 @@ def white_balance_gains(linear: np.ndarray, weight: np.ndarray | None, method: s
     return np.clip(gains, 1.0 / max_gain, max_gain).astype(np.float32)
 
 
-def match_palette(lab: np.ndarray, palette_lab: np.ndarray, strength: float, *, chunk: int = 262144) -> np.ndarray:
+def match_palette(lab: np.ndarray, palette_lab: np.ndarray, strength: float) -> np.ndarray:
     """(n, 3) OKLab pixels with (a, b) pulled toward their nearest palette colour's (a, b) by `strength`."""
-    out = lab.copy()
+    out = np.array(lab, dtype=np.float32, copy=True)
     if strength <= 0 or len(palette_lab) == 0:
         return out
-    w = np.array([0.5, 1.0, 1.0], dtype=np.float32)   # lightness at half weight when choosing the nearest
-    pal = palette_lab.astype(np.float32) * w
-    pal_sq = (pal * pal).sum(-1)
-    for start in range(0, len(lab), chunk):
-        x = lab[start:start + chunk] * w
-        nearest = np.argmin(pal_sq[None, :] - 2.0 * (x @ pal.T), axis=1)
-        target = palette_lab[nearest, 1:].astype(np.float32)
-        out[start:start + chunk, 1:] += strength * (target - out[start:start + chunk, 1:])
+    # Nearest palette colour with lightness at half weight, one palette colour at a time on contiguous planes
+    # (a (n, 3) @ (3, p) product goes through BLAS's slow path for such thin matrices).
+    L, a, b = (np.ascontiguousarray(out[:, k]) for k in range(3))
+    best = np.full(len(out), np.inf, dtype=np.float32)
+    nearest = np.zeros(len(out), dtype=np.int32)
+    for i, (pl, pa, pb) in enumerate(np.asarray(palette_lab, dtype=np.float32)):
+        d = 0.25 * (L - pl) ** 2 + (a - pa) ** 2 + (b - pb) ** 2
+        closer = d < best
+        best[closer] = d[closer]
+        nearest[closer] = i
+    target = np.asarray(palette_lab, dtype=np.float32)[nearest]
+    out[:, 1:] += strength * (target[:, 1:] - out[:, 1:])
     return out
 
 
@@ -88,17 +92,22 @@ def clamp_chroma(lab: np.ndarray, max_chroma: float) -> np.ndarray:
     return out
 
 
-def _to_srgb8_within(lab: np.ndarray, max_chroma: float | None) -> np.ndarray:
-    """OKLab -> uint8, re-pulling any pixel whose rounded colour lands over `max_chroma`."""
+def _to_srgb8_within(lab: np.ndarray, max_chroma: float | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """OKLab (n, 3) -> uint8, re-pulling the pixels whose rounded colour lands over `max_chroma` (dark pixels,
+    where one 8-bit step is a large chroma step); returns the pixels and, with a limit, their final chroma."""
     rgb8 = oklab_to_srgb8(lab)
     if max_chroma is None:
-        return rgb8
-    for shrink in (0.995, 0.98, 0.95, 0.9):
-        over = chroma(srgb8_to_oklab(rgb8)) > max_chroma
-        if not over.any():
+        return rgb8, None
+    c_out = chroma(srgb8_to_oklab(rgb8))
+    idx = np.nonzero(c_out > max_chroma)[0]
+    for shrink in (0.995, 0.98, 0.95, 0.9, 0.0):
+        if not len(idx):
             break
-        rgb8[over] = oklab_to_srgb8(clamp_chroma(lab[over], max_chroma * shrink))
-    return rgb8
+        rgb8[idx] = oklab_to_srgb8(clamp_chroma(lab[idx], max_chroma * shrink))
+        c_new = chroma(srgb8_to_oklab(rgb8[idx]))
+        c_out[idx] = c_new
+        idx = idx[c_new > max_chroma]
+    return rgb8, c_out
 
 
 def correct_arrays(rgb: np.ndarray, alpha: np.ndarray | None,
@@ -108,20 +117,23 @@ def correct_arrays(rgb: np.ndarray, alpha: np.ndarray | None,
     flat = rgb.reshape(-1, 3)
     visible = None if alpha is None else alpha.reshape(-1) >= 128
     linear = srgb_to_linear(flat.astype(np.float32) / 255.0)
-    lab_in = linear_to_oklab(linear)
+    lab = lab_in = linear_to_oklab(linear)
     gains = np.ones(3, dtype=np.float32)
     if opts.white_balance != "none" and opts.white_balance_strength > 0:
         gains = white_balance_gains(linear, visible, opts.white_balance, opts.white_balance_strength,
                                     opts.max_gain)
-        linear = np.clip(linear * gains, 0.0, 1.0)
-    lab = linear_to_oklab(linear)
+        if not np.all(gains == 1.0):
+            lab = linear_to_oklab(np.clip(linear * gains, 0.0, 1.0))
     if opts.palette:
         lab = match_palette(lab, hex_to_oklab(opts.palette), opts.palette_strength)
     if opts.max_chroma is not None:
         lab = clamp_chroma(lab, opts.max_chroma)
-    out = _to_srgb8_within(lab, opts.max_chroma)
-    sel = slice(None) if visible is None else visible
-    c_in, c_out = chroma(lab_in[sel]), chroma(srgb8_to_oklab(out[sel]))
+    out, c_out = _to_srgb8_within(lab, opts.max_chroma)
+    if c_out is None:
+        c_out = chroma(srgb8_to_oklab(out))
+    c_in = chroma(lab_in)
+    if visible is not None:
+        c_in, c_out = c_in[visible], c_out[visible]
     facts = {"white_balance_gains": [round(float(g), 4) for g in gains],
              "chroma_max_before": round(float(c_in.max()), 4) if c_in.size else 0.0,
              "chroma_max_after": round(float(c_out.max()), 4) if c_out.size else 0.0,
@@ -138,4 +150,4 @@ def correct_colors(img: Image.Image, opts: ColorCorrection | None = None) -> tup
 
 
 __all__ = ["ColorCorrection", "clamp_chroma", "correct_arrays", "correct_colors", "match_palette",
-           "white_balance_gains", "linear_to_srgb", "oklab_to_linear"]
+           "white_balance_gains"]
