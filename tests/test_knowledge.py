@@ -4,6 +4,8 @@ and the template language they feed."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -90,6 +92,7 @@ def test_style_guide_crud_first_is_default_and_rules_normalised(client: Client, 
     made = client.call("style_guides.set_default", slug="alpha", style_guide_id=second["id"])
     assert made["is_default"] is True
     assert client.call("style_guides.get", slug="alpha", style_guide_id=first["id"])["is_default"] is False
+    assert client.error("style_guides.create", slug="alpha", name="Day", is_default=1).name == "invalid_params"
     third = client.call("style_guides.create", slug="alpha", name="Day", is_default=True)
     assert [r[0] for r in db_rows(project, "SELECT id FROM style_guides WHERE is_default")] == [third["id"]]
     assert app.projects.open("alpha").store.read(repo.default_style_guide, project["id"])["id"] == third["id"]
@@ -116,6 +119,8 @@ def test_style_guide_crud_first_is_default_and_rules_normalised(client: Client, 
     ({"size": {"width": 1004, "height": 512}}, ["rules_json", "size", "width"]),
     ({"size": {"width": 8192, "height": 512}}, ["rules_json", "size", "width"]),
     ({"size": {"width": 1024, "height": 576, "aspect": "4:3"}}, ["rules_json", "size"]),
+    ({"size": {"width": "768"}}, ["rules_json", "size", "width"]),  # numbers are JSON numbers, as the schema says
+    ({"max_chroma": "0.2"}, ["rules_json", "max_chroma"]),
     ({"stage_defaults": {"upscale": {}}}, ["rules_json", "stage_defaults", "upscale"]),
     ({"qa": {"no_such_threshold": 1}}, ["rules_json", "qa", "no_such_threshold"]),
 ])
@@ -185,7 +190,7 @@ def test_reference_sets_and_weighted_items(client: Client, project: dict, app: A
     dup = client.error("reference_sets.add_item", slug="alpha", reference_set_id=ref_set["id"], asset_id=asset_a,
                        weight=5)
     assert dup.name == "conflict" and dup.details["item_id"] == item["id"]
-    for weight in (0, -1, 0.00001, 10000, 9999.99995):
+    for weight in (0, -1, 0.00001, 10000, 9999.99995, "2"):
         err = client.error("reference_sets.add_item", slug="alpha", reference_set_id=ref_set["id"],
                            asset_id=add_asset(app, "alpha"), weight=weight)
         assert err.name == "invalid_params" and ["weight"] in error_locs(err)
@@ -397,3 +402,11 @@ def test_embedded_defaults_are_complete_and_valid():
     assert schema["additionalProperties"] is False
     for name, prop in schema["properties"].items():
         assert prop.get("description"), f"StyleRules.{name} has no description"
+
+
+def test_loading_the_knowledge_commands_does_not_load_the_imaging_stack():
+    """The registry imports these modules at every start; numpy and Pillow wait for the first style guide."""
+    code = ("import sys; import iat.commands.style_guides, iat.commands.reference_sets, iat.commands.characters, "
+            "iat.commands.prompt_templates; print(sorted(m for m in ('numpy', 'PIL', 'peewee') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -22,8 +22,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, computed_field, model_validator
 
-from iat.imaging.quality import QAThresholds
-
 STAGES = ("style_lock", "light_time", "weather_effects", "advanced")
 Stage = Literal["style_lock", "light_time", "weather_effects", "advanced"]
 TIMES_OF_DAY = ("dawn", "day", "dusk", "night")
@@ -129,6 +127,25 @@ class StageDefaults(_Rules):
         return dict(getattr(self, stage))
 
 
+def _qa_thresholds() -> type[BaseModel]:
+    from iat.imaging.quality import QAThresholds
+
+    return QAThresholds
+
+
+class _QAThresholdsOnFirstUse:
+    """Stands for iat.imaging.quality.QAThresholds, resolved when the schema is built: that module loads numpy and
+    Pillow, which the sidecar's start (the command registry imports this module) should not pay for."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        return handler.generate_schema(_qa_thresholds())
+
+
+# The type of StyleRules.qa: a QAThresholds (iat.imaging.quality), the one definition of the QA guard's thresholds.
+QAThresholdsField = Annotated[Any, _QAThresholdsOnFirstUse]
+
+
 DEFAULT_PALETTE = ("#2e3440", "#4c566a", "#d8dee9", "#5e81ac", "#88c0d0", "#a3be8c", "#ebcb8b", "#bf616a")
 
 
@@ -150,8 +167,8 @@ class StyleRules(_Rules):
     size: Size = Field(default_factory=Size, description="Output size of every candidate")
     stage_defaults: StageDefaults = Field(default_factory=StageDefaults,
                                           description="Default provider parameters per stage")
-    qa: QAThresholds = Field(
-        default_factory=QAThresholds,
+    qa: QAThresholdsField = Field(
+        default_factory=lambda: _qa_thresholds()(),
         description="Thresholds of the QA guard (iat.imaging.quality); checks made with this guide use the guide's "
                     "max_chroma, qa.max_chroma is only the limit of checks made without a guide")
 
