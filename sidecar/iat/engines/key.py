@@ -125,6 +125,11 @@ def _ring(h: int, w: int, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def estimate_background(lab: np.ndarray, ring: int, colors: np.ndarray | None = None) -> BackgroundModel:
+    """The background seen in the border ring (`ring` px wide) of an OKLab image, or the given `colors`.
+
+    Seeded by the ring's dominant colour, a quadratic surface is fitted to the ring and re-fitted on the samples
+    within 3.5 median residuals (at least 0.03) until the inlier set settles; `sigma` is the inliers' noise.
+    """
     h, w = lab.shape[:2]
     rows, cols = _ring(h, w, ring)
     samples = lab[rows, cols].astype(np.float64)
