@@ -227,10 +227,13 @@ def build_plate(lab: np.ndarray, model: BackgroundModel, tol: float) -> np.ndarr
     # Diffuse into the unknown cells (Jacobi iterations with the known cells fixed).
     unknown = ~known
     if unknown.any() and known.any():
+        p = np.pad(plate, ((1, 1), (1, 1), (0, 0)), mode="edge")
+        inner = p[1:-1, 1:-1]
         for _ in range(4 * max(gh, gw)):
-            p = np.pad(plate, ((1, 1), (1, 1), (0, 0)), mode="edge")
+            p[0], p[-1], p[:, 0], p[:, -1] = p[1], p[-2], p[:, 1], p[:, -2]   # edge-replicated border
             avg = (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]) / 4
-            plate[unknown] = avg[unknown]
+            inner[unknown] = avg[unknown]
+        plate = inner.copy()
     full = np.empty((h, w, 3), dtype=np.float32)
     for ch in range(3):
         up = Image.fromarray(plate[..., ch].astype(np.float32), "F").resize((gw * cs, gh * cs),
