@@ -34,7 +34,8 @@ def test_mutating_commands_are_the_ones_that_change_state():
                         "projects.delete", "storage.set", "assets.import", "assets.link",
                         "style_guides.create", "style_guides.update", "style_guides.set_default",
                         "reference_sets.create", "reference_sets.add_item", "reference_sets.remove_item",
-                        "characters.create", "characters.update", "prompt_templates.create"}
+                        "characters.create", "characters.update", "prompt_templates.create",
+                        "runs.plan", "runs.start", "runs.replay", "runs.cancel", "candidates.select"}
 
 
 def test_a_duplicate_command_name_fails_at_import():

@@ -19,6 +19,8 @@ from iat.settings import Settings
 
 if TYPE_CHECKING:
     from iat.db.store import Store
+    from iat.pipeline.runner import Runner
+    from iat.plugins import LazyRegistry
     from iat.projects.directory import ProjectDirectory
 
 
@@ -38,6 +40,9 @@ class App:
         self._lock = threading.Lock()
         self._app_store: Store | None = None
         self._projects: ProjectDirectory | None = None
+        self._runner: Runner | None = None
+        self._providers: LazyRegistry | None = None
+        self._engines: LazyRegistry | None = None
 
     # --- databases and services, opened on first use ---
 
@@ -63,6 +68,45 @@ class App:
                 self._projects = ProjectDirectory(self)
             return self._projects
 
+    @property
+    def providers(self) -> LazyRegistry:
+        """Generation providers by code (preview, later openai, comfyui, a1111), each built on first use."""
+        with self._lock:
+            if self._providers is None:
+                from iat.plugins import LazyRegistry
+                from iat.providers import default_providers
+
+                self._providers = LazyRegistry("provider", default_providers())
+            return self._providers
+
+    @property
+    def engines(self) -> LazyRegistry:
+        """Image engines by code (key, lanczos, later rembg, removebg, photoroom), each built on first use."""
+        with self._lock:
+            if self._engines is None:
+                from iat.engines import default_engines
+                from iat.plugins import LazyRegistry
+
+                self._engines = LazyRegistry("engine", default_engines())
+            return self._engines
+
+    @property
+    def runner(self) -> Runner:
+        """The pipeline runner: its own threads, apart from the request workers."""
+        with self._lock:
+            if self._runner is None:
+                from iat.pipeline.runner import Runner
+
+                self._runner = Runner(self, threads=self.settings.runner_threads)
+            return self._runner
+
+    def cancel_runs(self, slug: str) -> None:
+        """Stops the project's runs in this process, if any (before the project is deleted)."""
+        with self._lock:
+            runner = self._runner
+        if runner is not None:
+            runner.cancel_project(slug)
+
     def current_user(self) -> dict:
         """The acting user: the single seeded `local` user until authentication lands (SPEC 3.1)."""
         from iat.users.service import get_user
@@ -84,6 +128,9 @@ class App:
         with self._lock:
             projects, self._projects = self._projects, None
             store, self._app_store = self._app_store, None
+            runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.close()
         self.events.close()
         if projects is not None:
             projects.close_all()

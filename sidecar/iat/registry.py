@@ -35,6 +35,9 @@ COMMAND_MODULES = (
     "iat.commands.reference_sets",
     "iat.commands.characters",
     "iat.commands.prompt_templates",
+    "iat.commands.runs",
+    "iat.commands.images",
+    "iat.commands.quality",
 )
 
 

@@ -72,6 +72,10 @@ class Sidecar:
             signal.signal(sig, lambda *_: stop.set())
         watch_parent(stop.set)
         self.start()
+        # Unfinished runs (a crash, a kill) go on; looked for shortly after start so the first answers come first.
+        resume = threading.Timer(0.5, self._resume_runs)
+        resume.daemon = True
+        resume.start()
         if self.stdio_in is not None:
             stdio = self._stdio = StdioTransport(self.dispatcher, self.executor, self.out, self.stdio_in,
                                                  self.app.settings.max_message_bytes)
@@ -88,6 +92,16 @@ class Sidecar:
             pass
         self.stop()
         return 0
+
+    def _resume_runs(self) -> None:
+        if self.app.stopping.is_set():
+            return
+        try:
+            from iat.pipeline.service import resume_unfinished
+
+            resume_unfinished(self.app)
+        except Exception:  # noqa: BLE001 - the sidecar serves on; the runs wait for the next start
+            log.exception("looking for unfinished runs failed")
 
     def stop(self) -> None:
         self.app.stopping.set()  # from here new messages are answered shutting_down

@@ -20,6 +20,8 @@ class Settings:
     log_level: str = "INFO"
     # Messages a socket or websocket peer may leave unread before it is dropped (it stopped reading).
     peer_outbox_messages: int = 4096
+    # Candidates the pipeline runner works on at once (its own threads, apart from worker_threads).
+    runner_threads: int = 2
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -39,6 +41,8 @@ class Settings:
             settings = replace(settings, allowed_origins=TAURI_ORIGINS + extra)
         if env.get("IAT_PEER_OUTBOX_MESSAGES"):
             settings = replace(settings, peer_outbox_messages=int(env["IAT_PEER_OUTBOX_MESSAGES"]))
+        if env.get("IAT_RUNNER_THREADS"):
+            settings = replace(settings, runner_threads=max(1, int(env["IAT_RUNNER_THREADS"])))
         if env.get("IAT_LOG_LEVEL"):
             settings = replace(settings, log_level=env["IAT_LOG_LEVEL"].upper())
         return replace(settings, **overrides)

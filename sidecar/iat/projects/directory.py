@@ -88,14 +88,20 @@ class ProjectDirectory:
 
         return self.app.app_store.read(query)
 
-    def sync_index(self, project: dict) -> None:
-        """Mirrors a project's name and status into the index after its project.db changed."""
+    def update(self, slug: str, changes: dict, actor_id: str, event: str) -> tuple[ProjectHandle, dict]:
+        """Changes a project's row and mirrors its name and status into the index. The two databases take two
+        transactions, so both happen under the project's lock: concurrent changes reach the index in the order
+        they were committed."""
+        with self._slug_lock(slug):
+            handle = self.open(slug)
+            row = handle.store.write(repo.update_project, handle.id, changes, actor_id, event, utcnow())
 
-        def update() -> None:
-            ProjectIndex.update(name=project["name"], status=project["status"], updated_at=project["updated_at"]) \
-                .where(ProjectIndex.id == project["id"]).execute()
+            def mirror() -> None:
+                ProjectIndex.update(name=row["name"], status=row["status"], updated_at=row["updated_at"]) \
+                    .where(ProjectIndex.id == row["id"]).execute()
 
-        self.app.app_store.write(update)
+            self.app.app_store.write(mirror)
+        return handle, row
 
     # --- opening ---
 
@@ -206,6 +212,7 @@ class ProjectDirectory:
         owner = self.app.current_user()
         with self._slug_lock(slug):
             handle = self.open(slug)
+            self.app.cancel_runs(slug)  # a run holds the project open: it stops first
             handle.store.write(repo.update_project, handle.id, {"status": "deleted"}, owner["id"], "project.deleted",
                                utcnow())
             self.close(slug)  # later calls get not_found; the ones in flight finish first (within its timeout)

@@ -1,0 +1,217 @@
+"""The runs service between the commands and the rows: plan or queue a run (everything checked before a row is
+written), replay one from its snapshot, cancel one, list jobs and candidates, record a person's choice."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from filelock import FileLock, Timeout
+
+from iat.audit import repo as audit
+from iat.clock import utcnow
+from iat.errors import Conflict, IATError, InvalidParams
+from iat.knowledge import repo as knowledge_repo
+from iat.pipeline import planner, repo
+from iat.pipeline.runner import RUNS_DIR
+from iat.pipeline.shots import parse_shots
+
+if TYPE_CHECKING:
+    from iat.app import App
+
+DEFAULT_ENGINES = ("key",)
+
+
+def _invalid(message: str, loc: str, kind: str = "value_error") -> InvalidParams:
+    return InvalidParams(message, details={"errors": [{"loc": [loc], "msg": message, "type": kind}]})
+
+
+def create(app: App, p: Any, mode: str, actor_id: str) -> tuple[dict, dict, dict]:
+    """Checks the whole request, then writes the run and its jobs in one transaction: (run row, snapshot,
+    cost estimate)."""
+    shots = parse_shots([s.model_dump() for s in p.shots] if p.shots is not None else None, p.shots_csv)
+    stages = planner.check_stages(list(p.stages) if p.stages else None)
+    if p.provider not in app.providers:
+        raise _invalid(f"unknown provider {p.provider!r}; known: {', '.join(app.providers.codes())}", "provider")
+    provider = app.providers.get(p.provider)
+    handle = app.projects.open(p.slug)
+    project_settings = handle.store.read(_project_settings, handle.id)
+    engines = list(p.background_engines or project_settings.get("background_engines") or DEFAULT_ENGINES)
+    for code in engines:
+        if code not in app.engines or getattr(app.engines.get(code), "op", None) != "remove_background":
+            raise _invalid(f"unknown background-removal engine {code!r}", "background_engines")
+
+    def load() -> planner.Knowledge:
+        if p.style_guide_id is not None:
+            guide = knowledge_repo.get_style_guide(handle.id, str(p.style_guide_id))
+        else:
+            guide = knowledge_repo.default_style_guide(handle.id)
+        return planner.Knowledge(guide, knowledge_repo.all_characters(handle.id),
+                                 knowledge_repo.active_templates(handle.id, p.template_name))
+
+    knowledge = handle.store.read(load)
+    snapshot = planner.build_snapshot(
+        shots=shots, knowledge=knowledge, provider_code=p.provider, model=getattr(provider, "model", p.provider),
+        stages=stages, candidates=p.candidates, seed=p.seed if p.seed is not None else secrets.randbelow(2**31 - 1),
+        post={"background_engines": engines, "upscale_factor": p.upscale_factor, "color_correct": p.color_correct})
+    estimate = _estimate(provider, snapshot)
+    snapshot["estimate"] = estimate
+    run = {"run_mode": mode, "provider_code": p.provider, "model_name": snapshot["model"],
+           "settings_snapshot_json": snapshot, **_uniform(shots)}
+    row = handle.store.write(repo.create_run, handle.id, run, None, actor_id, utcnow())
+    return row, row["settings_snapshot_json"], estimate
+
+
+def _project_settings(project_id: str) -> dict:
+    from iat.projects.repo import get_project
+
+    return get_project(project_id)["settings_json"]
+
+
+def _uniform(shots) -> dict:
+    """The run's time_of_day and weather columns: set when every shot shares one."""
+    times = {s.time_of_day for s in shots}
+    weathers = {s.weather for s in shots}
+    return {"time_of_day": times.pop() if len(times) == 1 else None,
+            "weather": weathers.pop() if len(weathers) == 1 else None}
+
+
+def _estimate(provider, snapshot: dict) -> dict:
+    """What the provider says the run would cost, summed over every stage of every candidate."""
+    from iat.providers.base import GenerateRequest
+
+    width, height = planner.output_size(snapshot)
+    units = cost = 0.0
+    currency = "USD"
+    for job in snapshot["jobs"]:
+        for stage in snapshot["stages"]:
+            request = GenerateRequest(mode="text2img", stage=stage, prompt=job["prompts"][stage], width=width,
+                                      height=height, seed=job["seeds"][0], scene=planner.scene_of(snapshot, job))
+            one = provider.estimate(request)
+            units += one.units * snapshot["candidates"]
+            cost += one.cost_usd * snapshot["candidates"]
+            currency = one.currency
+    return {"units": round(units, 6), "cost_usd": round(cost, 6), "currency": currency}
+
+
+def resume_unfinished(app: App) -> list[str]:
+    """Queues every unfinished run of every active project: called once after start, off the request path."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    queued = []
+    for entry in app.projects.list("active"):
+        try:
+            handle = app.projects.open(entry["slug"])
+            runs = handle.store.read(repo.active_runs, handle.id)
+        except IATError as exc:
+            log.warning("cannot look for unfinished runs of %s: %s", entry["slug"], exc.message)
+            continue
+        for run in runs:
+            app.runner.submit(entry["slug"], run["id"])
+            queued.append(run["id"])
+    if queued:
+        log.info("resuming %d unfinished run(s)", len(queued))
+    return queued
+
+
+def replay(app: App, slug: str, run_id: str, actor_id: str) -> dict:
+    handle = app.projects.open(slug)
+    source = handle.store.read(repo.get_run, handle.id, run_id)
+    snapshot = source["settings_snapshot_json"]
+    if snapshot.get("format") != planner.SNAPSHOT_FORMAT:
+        raise Conflict(f"run {run_id} has no snapshot this version can replay", details={"run_id": run_id})
+    if snapshot["provider"] not in app.providers:
+        raise Conflict(f"run {run_id} used provider {snapshot['provider']!r}, which is not available",
+                       details={"run_id": run_id, "provider": snapshot["provider"]})
+    run = {"run_mode": "run", "provider_code": source["provider_code"], "model_name": source["model_name"],
+           "time_of_day": source["time_of_day"], "weather": source["weather"], "settings_snapshot_json": snapshot,
+           "replay_of": run_id}
+    return handle.store.write(repo.create_run, handle.id, run, None, actor_id, utcnow())
+
+
+def cancel(app: App, slug: str, run_id: str, actor_id: str) -> tuple[dict, dict]:
+    handle = app.projects.open(slug)
+    row = handle.store.read(repo.get_run, handle.id, run_id)
+    if row["run_mode"] != "run" or row["status"] not in repo.ACTIVE_RUN:
+        raise Conflict(f"run {run_id} is {row['status']} ({row['run_mode']}): nothing to cancel",
+                       details={"run_id": run_id, "status": row["status"], "run_mode": row["run_mode"]})
+    if not app.runner.cancel(run_id):
+        # Nobody here works on it: finish it as canceled now, unless another process holds it.
+        run_dir = handle.root / RUNS_DIR / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(str(run_dir / ".lock"), timeout=0):
+                handle.store.write(_cancel_now, handle.id, run_id, actor_id)
+        except Timeout:
+            raise Conflict(f"run {run_id} is being worked on by another process; cancel it there",
+                           details={"run_id": run_id}) from None
+    return handle.store.read(lambda: (repo.get_run(handle.id, run_id), repo.job_counts(run_id)))
+
+
+def _cancel_now(project_id: str, run_id: str, actor_id: str) -> None:
+    jobs = repo.list_jobs(run_id)
+    for job in jobs:
+        if job["status"] not in repo.FINISHED_JOB:
+            repo.update_job(job["id"], {"status": "failed", "meta_json": {**job["meta_json"], "canceled": True}})
+    done = sum(1 for j in jobs if j["status"] == "done")
+    repo.update_run(project_id, run_id, {"status": "partial" if done else "failed", "finished_at": utcnow()},
+                    "run.canceled", {"status": "partial" if done else "failed"}, actor_id)
+
+
+def jobs(app: App, slug: str, run_id: str) -> list[dict]:
+    handle = app.projects.open(slug)
+
+    def read() -> list[dict]:
+        run = repo.get_run(handle.id, run_id)
+        order = {job["job_key"]: i for i, job in enumerate(run["settings_snapshot_json"]["jobs"])}
+        return sorted(repo.list_jobs(run_id), key=lambda j: order.get(j["job_key"], 0))
+
+    return handle.store.read(read)
+
+
+def candidates(app: App, slug: str, run_id: str | None, job_id: str | None) -> list[dict]:
+    handle = app.projects.open(slug)
+
+    def read() -> list[dict]:
+        if job_id is not None:
+            job_ids = [repo.get_job(handle.id, job_id)["id"]]
+        else:
+            job_ids = [j["id"] for j in jobs(app, slug, run_id)]
+        rows = repo.list_candidates(job_ids)
+        reports = repo.reports_for([c["id"] for c in rows])
+        position = {jid: i for i, jid in enumerate(job_ids)}
+        rows.sort(key=lambda c: (position[c["job_id"]], c["candidate_index"]))
+        return [{**c, "rank_avg_chroma_exceed": float(c["rank_avg_chroma_exceed"]),
+                 "report": reports[c["id"]]["summary_json"] if c["id"] in reports else None} for c in rows]
+
+    return handle.store.read(read)
+
+
+def select(app: App, slug: str, candidate_id: str, reason: str, actor_id: str) -> tuple[dict, str]:
+    handle = app.projects.open(slug)
+
+    def choose() -> tuple[dict, str]:
+        cand = repo.get_candidate(handle.id, candidate_id)
+        job = repo.get_job(handle.id, cand["job_id"])
+        if cand["final_asset_id"] is None:
+            raise Conflict(f"candidate {candidate_id} has no output to choose (status {cand['status']})",
+                           details={"candidate_id": candidate_id, "status": cand["status"]})
+        if job["status"] in ("planned", "running"):
+            raise Conflict("the job is still running; choose once it is finished",
+                           details={"job_id": job["id"], "status": job["status"]})
+        previous = job["selected_candidate_index"]
+        repo.update_job(job["id"], {"status": "done", "selected_candidate_index": cand["candidate_index"],
+                                    "final_asset_id": cand["final_asset_id"],
+                                    "meta_json": {**job["meta_json"], "human_choice": {
+                                        "candidate_index": cand["candidate_index"], "reason": reason,
+                                        "previous": previous, "by": actor_id}}})
+        report = repo.insert_report(handle.id, job["run_id"], job["id"], cand["id"], "human_review", {
+            "decision": "selected", "reason": reason, "candidate_index": cand["candidate_index"],
+            "previous_selected_index": previous, "previous_status": job["status"], "reviewer_user_id": actor_id},
+            utcnow())
+        audit.record(handle.id, actor_id, "candidate.selected", {"job_id": job["id"], "candidate_id": cand["id"],
+                                                                 "previous": previous, "reason": reason})
+        return repo.get_job(handle.id, job["id"]), report["id"]
+
+    return handle.store.write(choose)
