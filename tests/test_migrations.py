@@ -23,6 +23,8 @@ from typing import Any
 import peewee
 import pytest
 
+from iat.errors import MigrationFailed
+
 from iat.app import App
 from iat.db import migrations
 from iat.db.schema import Index
@@ -482,9 +484,11 @@ def test_a_failing_migration_step_rolls_back(tmp_path: Path, how: str):
     client = start(how, home)
     try:
         err = error(client, "projects.get", slug="alpha")
-        # A client gets the generic internal_error (the database's own words stay in the log, checked below).
-        assert (err["code"], err["data"]["name"]) == (-32603, "internal_error"), err
-        assert "Traceback" not in json.dumps(err) and index.name not in json.dumps(err)
+        # A client gets a typed migration_failed naming the migration and the version the database stays at.
+        assert (err["code"], err["data"]["name"]) == (-32031, "migration_failed"), err
+        assert err["data"]["details"] == {"chain": "project", "version": step.version, "name": step.name}
+        assert f"stays at version {before.version[alpha]}" in err["message"]
+        assert "Traceback" not in json.dumps(err)
         # The failed project stays closed and the next call tries again (and fails the same way) ...
         assert error(client, "assets.list", slug="alpha")["data"]["name"] == err["data"]["name"]
         # ... while the other project upgrades as usual.
@@ -500,7 +504,7 @@ def test_a_failing_migration_step_rolls_back(tmp_path: Path, how: str):
     assert rows(alpha) == before.rows[alpha]
 
 
-def test_a_failing_step_raises_the_database_error(tmp_path: Path):
+def test_a_failing_step_raises_migration_failed_with_the_database_error(tmp_path: Path):
     home = tmp_path / "home"
     install("v1", home)
     alpha = home / "projects" / "alpha" / "project.db"
@@ -510,8 +514,9 @@ def test_a_failing_step_raises_the_database_error(tmp_path: Path):
         conn.execute(f"CREATE INDEX {index.name} ON {index.table} (id)")
     conn.close()
     before = Prepared([alpha])
-    with pytest.raises(peewee.OperationalError, match=f"index {index.name} already exists"):
+    with pytest.raises(MigrationFailed, match=f"index {index.name} already exists") as info:
         Store.open_sqlite(alpha, "project")
+    assert isinstance(info.value.__cause__, peewee.OperationalError)
     assert max(v for v, _ in version_rows(alpha)) == before.version[alpha]
     assert schema_of(alpha) == before.schema[alpha]
     assert rows(alpha) == before.rows[alpha]

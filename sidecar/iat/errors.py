@@ -113,6 +113,12 @@ class SchemaVersionError(IATError):
     code, name, http_status = -32030, "schema_version_unsupported", 409
 
 
+class MigrationFailed(IATError):
+    """A migration step failed; its transaction rolled back and the database stays at its earlier version."""
+
+    code, name, http_status = -32031, "migration_failed", 500
+
+
 class ShuttingDown(IATError):
     code, name, http_status = -32050, "shutting_down", 503
 

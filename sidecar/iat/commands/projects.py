@@ -88,10 +88,7 @@ def _out(handle, row: dict) -> ProjectOut:
 
 
 def _change(ctx, slug: str, changes: dict, event: str) -> ProjectOut:
-    handle = ctx.app.projects.open(slug)
-    actor = ctx.app.current_user()
-    row = handle.store.write(repo.update_project, handle.id, changes, actor["id"], event, utcnow())
-    ctx.app.projects.sync_index(row)
+    handle, row = ctx.app.projects.update(slug, changes, ctx.app.current_user()["id"], event)
     ctx.app.events.publish(event, {"project_id": handle.id, "slug": slug})
     return _out(handle, row)
 

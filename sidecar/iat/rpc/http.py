@@ -81,7 +81,8 @@ class HttpTransport:
         self.max_message_bytes = max_message_bytes
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
-        self._websockets: set[web.WebSocketResponse] = set()
+        self._websockets: dict[web.WebSocketResponse, Outbox] = {}
+        self._ws_calls: set[asyncio.Task] = set()  # websocket calls whose reply is not in an outbox yet
         # Bind now, in the caller's thread, so the port is known before sidecar.ready is printed.
         self._loop.run_until_complete(self._start(port))
         self._thread = threading.Thread(target=self._loop.run_forever, name="iat-http", daemon=True)
@@ -110,7 +111,13 @@ class HttpTransport:
 
     def stop(self, timeout: float = 1.0) -> None:
         async def shutdown() -> None:
-            for ws in list(self._websockets):
+            # Replies of calls admitted before the stop reach their outbox, each outbox is written out, and
+            # only then are the websockets closed.
+            if self._ws_calls:
+                await asyncio.wait(list(self._ws_calls), timeout=timeout / 2)
+            loop = asyncio.get_running_loop()
+            for ws, outbox in list(self._websockets.items()):
+                await loop.run_in_executor(None, outbox.close, timeout / 4)
                 await ws.close()
             if self._runner is not None:
                 await self._runner.cleanup()
@@ -199,7 +206,7 @@ class HttpTransport:
         session = Session("ws", authenticated=True,
                           push=lambda name, payload: outbox.send(encode(notification(name, payload))))
         unsubscribe = self.app.events.subscribe(session.push)
-        self._websockets.add(ws)
+        self._websockets[ws] = outbox
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -208,10 +215,12 @@ class HttpTransport:
                     data = msg.data
                 else:
                     continue
-                asyncio.create_task(self._ws_handle(data, session, outbox))
+                task = asyncio.create_task(self._ws_handle(data, session, outbox))
+                self._ws_calls.add(task)
+                task.add_done_callback(self._ws_calls.discard)
         finally:
             unsubscribe()
-            self._websockets.discard(ws)
+            self._websockets.pop(ws, None)
             await loop.run_in_executor(None, outbox.close)
         return ws
 

@@ -16,7 +16,7 @@ from typing import Callable, Literal
 from iat.clock import format_ts, utcnow
 from iat.db.schema import (AddColumn, Column, DataStep, Dialect, Index, Schema, Table, add_column_sql,
                            create_index_sql, create_table_sql, ts)
-from iat.errors import SchemaVersionError
+from iat.errors import MigrationFailed, SchemaVersionError
 
 Chain = Literal["app", "project"]
 
@@ -134,19 +134,33 @@ def migrate(database, kind: Chain, *, backup: Callable[[int], object] | None = N
     if start > 0 and backup is not None:
         backup(start)
     for migration in pending:
-        with _migration_transaction(database, dialect):
-            if not _has_table(database, VERSION_TABLE.name):
-                database.execute_sql(create_table_sql(VERSION_TABLE, dialect))
-            # Another process may have applied it while we waited for the lock.
-            if check_version(database, kind) >= migration.version:
-                continue
-            for op in migration.operations:
-                run_operation(database, op, dialect)
-            database.execute_sql(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)"
-                .replace("%s", database.param),
-                (migration.version, migration.name, format_ts(utcnow())))
+        try:
+            _apply(database, kind, dialect, migration)
+        except SchemaVersionError:
+            raise
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise MigrationFailed(
+                f"migration {migration.version} ({migration.name}) of the {kind} database failed and was rolled "
+                f"back; the database stays at version {current_version(database)}: {first}",
+                details={"chain": kind, "version": migration.version, "name": migration.name}) from exc
     return start, latest_version(kind)
+
+
+def _apply(database, kind: Chain, dialect: Dialect, migration: Migration) -> None:
+    """One migration in one transaction, recorded in schema_migrations; nothing of it stays if a step fails."""
+    with _migration_transaction(database, dialect):
+        if not _has_table(database, VERSION_TABLE.name):
+            database.execute_sql(create_table_sql(VERSION_TABLE, dialect))
+        # Another process may have applied it while we waited for the lock.
+        if check_version(database, kind) >= migration.version:
+            return
+        for op in migration.operations:
+            run_operation(database, op, dialect)
+        database.execute_sql(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)"
+            .replace("%s", database.param),
+            (migration.version, migration.name, format_ts(utcnow())))
 
 
 def _migration_transaction(database, dialect: Dialect):
