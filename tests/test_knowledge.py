@@ -65,7 +65,7 @@ def test_style_guide_crud_first_is_default_and_rules_normalised(client: Client, 
 
     second = client.call("style_guides.create", slug="alpha", name="Night", description="dark",
                          rules_json={"palette": ["#AABBCC", "#102030"], "max_chroma": 0.1,
-                                     "size": {"width": 1024, "height": 576},
+                                     "size": {"width": 1024, "height": 576.0},  # an integer to JSON Schema
                                      "lighting": {"night": {"description": "neon", "tint": "#FF00AA"}},
                                      "stage_defaults": {"advanced": {"steps": 12, "sampler": "euler", "hires": True}}})
     assert second["is_default"] is False
@@ -116,10 +116,14 @@ def test_style_guide_crud_first_is_default_and_rules_normalised(client: Client, 
     ({"colour": "#000000"}, ["rules_json", "colour"]),
     ({"lighting": {"noon": {"description": "x"}}}, ["rules_json", "lighting", "noon"]),
     ({"lighting": {"dusk": {"description": "x", "tint": "orange"}}}, ["rules_json", "lighting", "dusk", "tint"]),
+    ({"lighting": {"day": {"description": "x", "color_temperature_k": 500}}},
+     ["rules_json", "lighting", "day", "color_temperature_k"]),
     ({"size": {"width": 1004, "height": 512}}, ["rules_json", "size", "width"]),
     ({"size": {"width": 8192, "height": 512}}, ["rules_json", "size", "width"]),
     ({"size": {"width": 1024, "height": 576, "aspect": "4:3"}}, ["rules_json", "size"]),
     ({"size": {"width": "768"}}, ["rules_json", "size", "width"]),  # numbers are JSON numbers, as the schema says
+    ({"size": {"width": True}}, ["rules_json", "size", "width"]),
+    ({"size": {"width": 768.5}}, ["rules_json", "size", "width"]),
     ({"max_chroma": "0.2"}, ["rules_json", "max_chroma"]),
     ({"stage_defaults": {"upscale": {}}}, ["rules_json", "stage_defaults", "upscale"]),
     ({"qa": {"no_such_threshold": 1}}, ["rules_json", "qa", "no_such_threshold"]),

@@ -20,7 +20,7 @@ from __future__ import annotations
 from math import gcd
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, computed_field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, computed_field, model_validator
 
 STAGES = ("style_lock", "light_time", "weather_effects", "advanced")
 Stage = Literal["style_lock", "light_time", "weather_effects", "advanced"]
@@ -35,6 +35,15 @@ HexColor = Annotated[
     Field(description="An sRGB colour as #rrggbb (stored lowercase)", examples=["#3b5b7a"]),
 ]
 
+
+def _json_integer(value: Any) -> Any:
+    # JSON Schema counts 3056.0 as an integer; a string or a boolean is not one (the models are strict).
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+Kelvin = Annotated[int, Field(ge=1000, le=40000), BeforeValidator(_json_integer)]
+
 # A provider parameter: a JSON scalar (steps, cfg, strength, sampler name, a flag).
 ParamValue = int | float | str | bool
 
@@ -48,8 +57,8 @@ class Lighting(_Rules):
     """How light looks at one time of day: words for the prompt, numbers for rendering and colour correction."""
 
     description: str = Field(max_length=1000, description="Words for the prompt's {lighting} placeholder")
-    color_temperature_k: int | None = Field(
-        None, ge=1000, le=40000, description="Correlated colour temperature of the key light, kelvin (daylight ~5600)")
+    color_temperature_k: Kelvin | None = Field(
+        None, description="Correlated colour temperature of the key light, kelvin (daylight ~5600)")
     tint: HexColor | None = Field(None, description="Colour the light casts over the scene, #rrggbb")
 
 
@@ -76,8 +85,8 @@ class LightingByTime(_Rules):
 class Size(_Rules):
     """The output size every candidate is generated at; its ratio is the aspect QA checks outputs against."""
 
-    width: int = Field(768, ge=64, le=4096, multiple_of=8, description="Pixels, a multiple of 8 (64..4096)")
-    height: int = Field(512, ge=64, le=4096, multiple_of=8, description="Pixels, a multiple of 8 (64..4096)")
+    width: JsonInt = Field(768, ge=64, le=4096, multiple_of=8, description="Pixels, a multiple of 8 (64..4096)")
+    height: JsonInt = Field(512, ge=64, le=4096, multiple_of=8, description="Pixels, a multiple of 8 (64..4096)")
 
     @model_validator(mode="before")
     @classmethod
@@ -86,7 +95,7 @@ class Size(_Rules):
         if isinstance(data, dict) and "aspect" in data:
             data = dict(data)
             given = data.pop("aspect")
-            width, height = data.get("width", 768), data.get("height", 512)
+            width, height = _json_integer(data.get("width", 768)), _json_integer(data.get("height", 512))
             if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
                 if given != _ratio(width, height):
                     raise ValueError(f"aspect {given!r} does not match {width}x{height} "
