@@ -35,7 +35,8 @@ def test_mutating_commands_are_the_ones_that_change_state():
                         "style_guides.create", "style_guides.update", "style_guides.set_default",
                         "reference_sets.create", "reference_sets.add_item", "reference_sets.remove_item",
                         "characters.create", "characters.update", "prompt_templates.create",
-                        "runs.plan", "runs.start", "runs.replay", "runs.cancel", "candidates.select"}
+                        "runs.plan", "runs.start", "runs.replay", "runs.cancel", "candidates.select",
+                        "images.remove_background", "images.upscale", "images.color_correct", "quality.check"}
 
 
 def test_a_duplicate_command_name_fails_at_import():

@@ -1,0 +1,113 @@
+"""images.*: the pipeline's image operations on any image asset of a project, outside a run (issue 7 §3).
+
+Each output is a new asset `derived_from` its input (see `assets.lineage`), with the operation's facts in its
+metadata_json; each call writes the row, the link and its audit rows in one transaction and then publishes
+`asset.created` (with `operation` and `source_asset_id`). The input must be a raster image asset of this project.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from iat.commands.assets import AssetOut, AssetRef, LinkOut
+from iat.errors import EngineError
+from iat.lazy import lazy_import
+from iat.registry import Result, command
+
+service = lazy_import("iat.images.service")
+
+EngineCode = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+
+
+class ImageOut(Result):
+    asset: AssetOut = Field(description="The new asset")
+    link: LinkOut = Field(description="Its derived_from link to the input asset")
+
+
+class AttemptOut(Result):
+    engine: str
+    ok: bool = Field(description="The engine produced a mask and the mask passed the check")
+    reason: str = Field(description="Empty when ok; else why not")
+    duration_s: float
+    check: dict | None = Field(description="The mask check's metrics, when the engine produced an image")
+    meta: dict
+
+
+class BackgroundRemovedOut(ImageOut):
+    engine: str = Field(description="The engine whose mask was accepted")
+    attempts: list[AttemptOut] = Field(description="Every engine tried, in order")
+
+
+class UpscaledOut(ImageOut):
+    engine: str
+    factor: Literal[2, 3, 4]
+
+
+class ColorCorrectedOut(ImageOut):
+    style_guide_id: str | None = Field(description="The guide used; null: the embedded default rules")
+    style_guide_name: str
+    correction: dict = Field(description="The correction's options (palette, max_chroma, white balance)")
+    facts: dict = Field(description="White-balance gains and chroma before and after")
+
+
+class RemoveBackgroundParams(AssetRef):
+    engines: list[EngineCode] | None = Field(None, min_length=1, max_length=8, description=(
+        "Background-removal engines in the order to try; default: the project's settings_json.background_engines, "
+        "else [\"key\"]"))
+
+
+class UpscaleParams(AssetRef):
+    factor: Literal[2, 3, 4] = Field(description="Width and height are multiplied by it")
+    engine: EngineCode = Field("lanczos", description="Upscale engine code")
+
+
+class ColorCorrectParams(AssetRef):
+    style_guide_id: uuid.UUID | None = Field(None, description="Default: the project's default style guide, or "
+                                                                "the embedded default rules")
+
+
+def _publish(ctx, slug: str, out: dict, operation: str) -> None:
+    asset = out["asset"]
+    ctx.app.events.publish("asset.created", {"project_id": out["project_id"], "slug": slug, "asset_id": asset["id"],
+                                             "kind": asset["kind"], "operation": operation,
+                                             "source_asset_id": out["link"]["parent_asset_id"]})
+
+
+@command("images.remove_background", params=RemoveBackgroundParams, result=BackgroundRemovedOut,
+         route=("POST", "/api/projects/{slug}/assets/{asset_id}/remove-background"), mutating=True,
+         errors=(EngineError,))
+def remove_background(ctx, p: RemoveBackgroundParams) -> BackgroundRemovedOut:
+    """Cuts an image asset out of its background: a new bg_removed asset derived from it.
+
+    The engines run in order until one's mask passes the mask check (not empty, not full, plausible coverage and
+    edges); every attempt is in the result and the asset's metadata. An unknown engine code is invalid_params;
+    when no engine gives an acceptable mask the answer is engine_error with the attempts in its details, and
+    nothing is written."""
+    out = service.remove_background(ctx.app, p.slug, str(p.asset_id), p.engines, ctx.app.current_user()["id"])
+    _publish(ctx, p.slug, out, "background_removed")
+    return BackgroundRemovedOut.model_validate(out)
+
+
+@command("images.upscale", params=UpscaleParams, result=UpscaledOut,
+         route=("POST", "/api/projects/{slug}/assets/{asset_id}/upscale"), mutating=True, errors=(EngineError,))
+def upscale(ctx, p: UpscaleParams) -> UpscaledOut:
+    """Upscales an image asset by 2, 3 or 4: a new upscaled asset derived from it (alpha kept, no halos)."""
+    out = service.upscale(ctx.app, p.slug, str(p.asset_id), p.factor, p.engine, ctx.app.current_user()["id"])
+    _publish(ctx, p.slug, out, "upscaled")
+    return UpscaledOut.model_validate(out)
+
+
+@command("images.color_correct", params=ColorCorrectParams, result=ColorCorrectedOut,
+         route=("POST", "/api/projects/{slug}/assets/{asset_id}/color-correct"), mutating=True)
+def color_correct(ctx, p: ColorCorrectParams) -> ColorCorrectedOut:
+    """Colour-corrects an image asset toward a style guide: a new asset (kind other, metadata_json.operation
+    color_corrected) derived from it.
+
+    White balance, palette matching in OKLab and the chroma clamp at the guide's max_chroma; alpha is kept."""
+    out = service.color_correct(ctx.app, p.slug, str(p.asset_id),
+                                str(p.style_guide_id) if p.style_guide_id else None, ctx.app.current_user()["id"])
+    _publish(ctx, p.slug, out, "color_corrected")
+    return ColorCorrectedOut.model_validate(out)
