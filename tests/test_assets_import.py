@@ -20,7 +20,7 @@ from PIL import Image
 from iat.app import App
 from iat.assets import importer, repo, sniff, store
 from iat.clock import utcnow
-from iat.errors import Conflict, Forbidden, NotFound
+from iat.errors import Conflict, Forbidden
 
 from support import Client
 
@@ -180,11 +180,11 @@ def test_sniffing_reads_headers_only_and_checks_claims(tmp_path: Path):
 # --- refusals: nothing of the batch is imported ---
 
 
-def _refused(client: Client, alpha: dict, paths: list[str], expected_type: str, **params) -> dict:
+def _refused(client: Client, alpha: dict, paths: list[str], expected_type: str, name: str, **params) -> dict:
     before_rows, before_files = rows(client), asset_files(root_of(alpha))
     audit_before = len(client.call("audit.list", slug="alpha", limit=500)["items"])
     err = client.error("assets.import", slug="alpha", paths=paths, **params)
-    assert err.name == "invalid_params", err.message
+    assert err.name == name, err.message
     errors = err.details["errors"]
     assert expected_type in {e["type"] for e in errors}, errors
     for e in errors:
@@ -198,22 +198,26 @@ def _refused(client: Client, alpha: dict, paths: list[str], expected_type: str, 
 def test_paths_outside_the_import_roots_are_refused(client: Client, alpha: dict, src: Path, tmp_path: Path):
     outside = png(tmp_path / "outside" / "secret.png")
     good = png(src / "good.png")
-    _refused(client, alpha, [str(good), f"{src}/../outside/secret.png"], "outside_import_roots")
-    _refused(client, alpha, [str(outside)], "outside_import_roots")
-    _refused(client, alpha, ["relative/x.png"], "not_absolute")
-    _refused(client, alpha, [str(src / "missing.png")], "not_found")
+    _refused(client, alpha, [str(good), f"{src}/../outside/secret.png"], "outside_import_roots", "forbidden")
+    _refused(client, alpha, [str(outside)], "outside_import_roots", "forbidden")
+    _refused(client, alpha, [str(src / "missing.png")], "not_found", "not_found")
+    # Access is the first thing a mixed refusal names.
+    details = _refused(client, alpha, [str(src / "missing.png"), str(outside)], "not_found", "forbidden")
+    assert len(details["errors"]) == 2
+    err = client.error("assets.import", slug="alpha", paths=["relative/x.png"])  # refused by the schema
+    assert err.name == "invalid_params" and err.details["errors"][0]["loc"] == ["paths", 0]
 
 
 def test_symlinks_that_escape_are_refused(client: Client, alpha: dict, src: Path, tmp_path: Path):
     outside = png(tmp_path / "outside" / "secret.png")
     png(src / "fine.png")
     (src / "link.png").symlink_to(outside)
-    details = _refused(client, alpha, [str(src)], "symlink_escapes")  # found inside a folder
+    details = _refused(client, alpha, [str(src)], "symlink_escapes", "forbidden")  # found inside a folder
     assert any(e["path"].endswith("link.png") and str(outside) in e["msg"] for e in details["errors"])
-    _refused(client, alpha, [str(src / "link.png")], "symlink_escapes")  # named directly
+    _refused(client, alpha, [str(src / "link.png")], "symlink_escapes", "forbidden")  # named directly
     (src / "dirlink").symlink_to(tmp_path / "outside", target_is_directory=True)
     (src / "link.png").unlink()
-    _refused(client, alpha, [str(src)], "symlink_escapes", recursive=True)
+    _refused(client, alpha, [str(src)], "symlink_escapes", "forbidden", recursive=True)
 
 
 def test_a_symlink_inside_the_roots_is_followed(client: Client, alpha: dict, src: Path):
@@ -225,7 +229,7 @@ def test_a_symlink_inside_the_roots_is_followed(client: Client, alpha: dict, src
 
 def test_content_contradicting_the_extension_is_refused(client: Client, alpha: dict, src: Path):
     (src / "text.png").write_text("not an image at all")
-    details = _refused(client, alpha, [str(src / "text.png")], "content_mismatch")
+    details = _refused(client, alpha, [str(src / "text.png")], "content_mismatch", "invalid_params")
     assert "text/plain" in details["errors"][0]["msg"]
 
 
@@ -234,14 +238,14 @@ def test_a_mixed_batch_with_one_bad_file_imports_nothing(client: Client, alpha: 
         png(src / f"ok{i:02d}.png", color=(i, i, i))
     jpeg_named_png = src / "zz-fake.png"
     Image.new("RGB", (8, 8)).save(jpeg_named_png, "JPEG")
-    details = _refused(client, alpha, [str(src)], "content_mismatch")
+    details = _refused(client, alpha, [str(src)], "content_mismatch", "invalid_params")
     assert [e["path"] for e in details["errors"]] == [str(jpeg_named_png)]
     assert "image/jpeg" in details["errors"][0]["msg"]
 
 
 def test_the_projects_own_store_is_not_importable(client: Client, project: dict):
     root = Path(project["root_dir"])
-    _refused(client, {"root_dir": str(root)}, [str(root / "project.db")], "inside_project_store")
+    _refused(client, {"root_dir": str(root)}, [str(root / "project.db")], "inside_project_store", "forbidden")
 
 
 def test_a_failed_write_removes_the_files_it_placed(client: Client, alpha: dict, src: Path, monkeypatch):
@@ -345,7 +349,7 @@ def test_links_refuse_cycles_self_links_and_duplicates(client: Client, graph: di
                        link_type="derived_from")
     assert err.name == "conflict" and "cycle" in err.message
     assert client.error("assets.link", slug="alpha", parent_asset_id=graph["A"], child_asset_id=graph["A"],
-                        link_type="variant_of").name == "invalid_params"
+                        link_type="variant_of").name == "conflict"
     assert client.error("assets.link", slug="alpha", parent_asset_id=graph["A"], child_asset_id=graph["B"],
                         link_type="derived_from").name == "conflict"
     # Other link types may loop; the lineage walk still ends.
@@ -365,7 +369,7 @@ def test_a_link_to_another_projects_asset_is_refused(client: Client, graph: dict
     assert foreign["project_id"] == beta["id"]
     err = client.error("assets.link", slug="alpha", parent_asset_id=graph["A"], child_asset_id=foreign["id"],
                        link_type="derived_from")
-    assert err.name == "not_found" and "one project" in err.message
+    assert err.name == "conflict" and "one project" in err.message
     assert err.details == {"asset_id": foreign["id"], "param": "child_asset_id"}
     err = client.error("assets.link", slug="beta", parent_asset_id=graph["A"], child_asset_id=foreign["id"],
                        link_type="derived_from")
@@ -489,7 +493,7 @@ def test_repository_on_both_engines(db):
     db.write(repo.insert_link, a, ids[1], ids[2], "derived_from", now)
     with pytest.raises(Conflict):
         db.write(repo.insert_link, a, ids[2], ids[0], "derived_from", now)
-    with pytest.raises(NotFound):  # the row exists in this database, but in project b
+    with pytest.raises(Conflict):  # the row exists in this database, but in project b
         db.write(repo.insert_link, a, ids[0], foreign["id"], "derived_from", now)
     up = db.read(repo.lineage, a, ids[2], "ancestors")
     assert [(n["id"], n["depth"]) for n in up["nodes"]] == [(ids[2], 0), (ids[1], 1), (ids[0], 2)]

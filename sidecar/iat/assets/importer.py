@@ -3,7 +3,8 @@
 1. Paths. Every path, and every file found in a folder, is resolved (realpath) and must lie under one of the
    project's import roots: `settings_json["import_roots"]` (absolute folders) when set, else the user's home
    folder and the project root. The project's own store (assets/) and database files are never imported.
-   Every problem of the batch is collected and reported at once, before anything is read.
+   Every problem of the batch is collected and reported at once, before anything is read (see `refuse` for
+   which error a refused batch answers with).
 2. Content. Each file is read once: copied into a temp file of the store while hashed and sniffed
    (iat.assets.store.stage_file), a few at a time. A file whose content contradicts its extension or that
    cannot be read is a problem too; if there is any, every temp is dropped and nothing is imported.
@@ -25,7 +26,7 @@ from typing import Callable, Sequence
 
 from iat.assets import repo, store
 from iat.assets.sniff import ContentMismatch
-from iat.errors import InvalidParams
+from iat.errors import Forbidden, IATError, InvalidParams, NotFound
 from iat.projects.repo import get_project
 
 # Files staged at once: reading, hashing and writing release the GIL, so a few threads overlap disk and CPU.
@@ -81,11 +82,10 @@ class _Collector:
             (real.parent == self.project and real.name in _DB_FILES)
 
     def add(self, given: str) -> None:
-        expanded = os.path.expanduser(given)
-        if not os.path.isabs(expanded):
+        if not os.path.isabs(given):  # relative to what? (and no "~": the client knows the user's home)
             self.problems.append(Problem(given, "not_absolute", f"{given}: an import path must be absolute"))
             return
-        self._visit(given, Path(expanded), explicit=True)
+        self._visit(given, Path(given), explicit=True)
 
     def _visit(self, shown: str, path: Path, explicit: bool) -> None:
         real = Path(os.path.realpath(path))
@@ -111,7 +111,7 @@ class _Collector:
             self.problems.append(Problem(shown, kind, f"{shown}: no such file or folder"))
             return
         except OSError as exc:
-            self.problems.append(Problem(shown, "unreadable", f"{shown}: {exc.strerror or exc}"))
+            self.problems.append(_os_problem(shown, exc))
             return
         if stat.S_ISDIR(info.st_mode):
             if explicit or self.recursive:
@@ -128,7 +128,7 @@ class _Collector:
         try:
             entries = sorted(os.scandir(real), key=lambda e: e.name)
         except OSError as exc:
-            self.problems.append(Problem(shown, "unreadable", f"{shown}: {exc.strerror or exc}"))
+            self.problems.append(_os_problem(shown, exc))
             return
         own_names = (store.ASSETS_DIR, *_DB_FILES) if real == self.project else ()
         for entry in entries:
@@ -156,10 +156,25 @@ def collect(paths: Sequence[str], roots: Sequence[Path], project_root: Path,
     return list(collector.sources.values()), collector.problems
 
 
-def refuse(problems: Sequence[Problem]) -> InvalidParams:
-    first = problems[0].msg
+# The error a refused batch answers with follows its most fundamental problem: access (forbidden), then a path
+# that names nothing (not_found), then what the files hold (invalid_params). Each problem keeps its own `type`.
+_FORBIDDEN = {"outside_import_roots", "symlink_escapes", "inside_project_store", "permission_denied"}
+_NOT_FOUND = {"not_found", "broken_symlink"}
+
+
+def refuse(problems: Sequence[Problem]) -> IATError:
+    kinds = {p.type for p in problems}
+    for cls, types in ((Forbidden, _FORBIDDEN), (NotFound, _NOT_FOUND), (InvalidParams, kinds)):
+        if kinds & types:
+            break
+    first = next(p for p in problems if p.type in types)
     more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-    return InvalidParams(f"nothing imported: {first}{more}", details={"errors": [p.as_error() for p in problems]})
+    return cls(f"nothing imported: {first.msg}{more}", details={"errors": [p.as_error() for p in problems]})
+
+
+def _os_problem(shown: str, exc: OSError) -> Problem:
+    kind = "permission_denied" if isinstance(exc, PermissionError) else "unreadable"
+    return Problem(shown, kind, f"{shown}: {exc.strerror or exc}")
 
 
 def stage_all(root: Path, sources: Sequence[Source],
@@ -175,7 +190,7 @@ def stage_all(root: Path, sources: Sequence[Source],
         except ContentMismatch as exc:
             return Problem(source.path, "content_mismatch", f"{source.path}: {exc}")
         except OSError as exc:
-            return Problem(source.path, "unreadable", f"{source.path}: {exc.strerror or exc}")
+            return _os_problem(source.path, exc)
 
     staged: list[store.StagedFile] = []
     problems: list[Problem] = []

@@ -135,19 +135,22 @@ def _insert_many(model, rows: list[dict]) -> None:
 
 def insert_link(project_id: str, parent_id: str, child_id: str, link_type: str, now: datetime,
                 actor_id: str | None = None, *, exist_ok: bool = False) -> dict:
-    """Links two assets of this project. Refuses an unknown type, a self-link, an asset of another project (or
-    none), a `derived_from` link that would close a cycle, and (unless exist_ok) a link that exists already."""
+    """Links two assets of this project. Refuses an unknown type (InvalidParams), and as Conflict: a self-link, an
+    asset of another project (or of none), a `derived_from` link that would close a cycle, and (unless exist_ok) a
+    link that exists already."""
     parent_id, child_id = str(parent_id), str(child_id)
     if link_type not in LINK_TYPES:
         raise InvalidParams(f"unknown link type {link_type!r}; one of {', '.join(LINK_TYPES)}",
                             details={"link_type": link_type, "allowed": list(LINK_TYPES)})
     if parent_id == child_id:
-        raise InvalidParams("an asset cannot be linked to itself", details={"asset_id": parent_id})
+        raise Conflict("an asset cannot be linked to itself", details={"asset_id": parent_id})
     found = {row[0] for row in Asset.select(Asset.id)
              .where((Asset.project_id == project_id) & Asset.id.in_([parent_id, child_id])).tuples()}
     for name, asset_id in (("parent_asset_id", parent_id), ("child_asset_id", child_id)):
         if asset_id not in found:
-            raise NotFound(f"asset {asset_id} ({name}) is not an asset of this project; a link joins two assets "
+            # Conflict, not NotFound: the request names an existing collection; what it asks for contradicts the
+            # project's contents (SPEC 7: no reference crosses projects), whether the asset is elsewhere or nowhere.
+            raise Conflict(f"asset {asset_id} ({name}) is not an asset of this project; a link joins two assets "
                            "of one project", details={"asset_id": asset_id, "param": name})
     existing = (AssetLink.select().where((AssetLink.project_id == project_id)
                                          & (AssetLink.parent_asset_id == parent_id)

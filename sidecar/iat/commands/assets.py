@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 
 from iat.clock import utcnow
-from iat.commands.common import Page, PageParams, ProjectRef
+from iat.commands.common import AbsolutePath, Page, PageParams, ProjectRef
 from iat.lazy import lazy_import
-from iat.errors import Conflict
+from iat.errors import Conflict, Forbidden, NotFound
 from iat.registry import Result, command
 
 repo = lazy_import("iat.assets.repo")
@@ -20,8 +20,6 @@ importer = lazy_import("iat.assets.importer")
 AssetKind = Literal["input", "reference", "generated", "mask", "upscaled", "bg_removed", "final", "run_log",
                     "export", "other"]
 LinkType = Literal["derived_from", "variant_of", "mask_for", "reference_of"]
-# No NUL: no OS takes it in a path. Relative paths pass the schema and are refused by name (must be absolute).
-ImportPath = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
 
 
 class AssetOut(Result):
@@ -69,7 +67,9 @@ def get_asset(ctx, p: AssetRef) -> AssetOut:
 
 
 class ImportParams(ProjectRef):
-    paths: list[ImportPath] = Field(min_length=1, max_length=10_000, description=(
+    # At most 1,000 entries (folders carry larger batches): the longest valid body stays far below the 16 MiB
+    # message limit, so an over-long list is refused by the schema, never by the transport's size guard.
+    paths: list[AbsolutePath] = Field(min_length=1, max_length=1000, description=(
         "Absolute paths of files or folders, each under one of the project's import roots: "
         "settings_json.import_roots when set, else the user's home folder and the project folder"))
     kind: AssetKind = "input"
@@ -88,12 +88,13 @@ class ImportResult(Result):
 
 
 @command("assets.import", params=ImportParams, result=ImportResult,
-         route=("POST", "/api/projects/{slug}/assets/import"), mutating=True)
+         route=("POST", "/api/projects/{slug}/assets/import"), mutating=True, errors=(Forbidden, NotFound))
 def import_assets(ctx, p: ImportParams) -> ImportResult:
     """Imports files or folders into the project's content-addressed store, all or nothing.
 
-    Refuses, naming each path, paths outside the import roots, symlinks leading out of them, files whose content
-    contradicts their extension and unreadable files; then nothing of the batch is imported. Bytes already in the
+    Refuses, naming each path in details.errors, paths outside the import roots and symlinks leading out of them
+    (forbidden), paths naming nothing (not_found), files whose content contradicts their extension or that cannot
+    be read (invalid_params); then nothing of the batch is imported. Bytes already in the
     project under this kind return the existing asset (`deduplicated: true`). Long imports publish
     `assets.import.progress` notifications (done/total, at most ~5 a second)."""
     actor = ctx.app.current_user()
@@ -151,7 +152,8 @@ class Lineage(Result):
 def link(ctx, p: LinkParams) -> LinkOut:
     """Links two assets of the project (child derived_from / variant_of / mask_for / reference_of parent).
 
-    Refuses an asset of another project, a self-link, a derived_from cycle and a link that exists already."""
+    Refuses (conflict) an asset of another project or of none, a self-link, a derived_from cycle and a link that
+    exists already."""
     handle = ctx.app.projects.open(p.slug)
     actor = ctx.app.current_user()
     row = handle.store.write(repo.insert_link, handle.id, str(p.parent_asset_id), str(p.child_asset_id),
