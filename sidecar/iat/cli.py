@@ -1,4 +1,4 @@
-"""Command line: `iat-sidecar serve|demo|doctor|schema` (also `python -m iat`).
+"""Command line: `iat-sidecar serve|demo|run|doctor|schema` (also `python -m iat`).
 
 Imports stay inside the subcommands: `serve --stdio` must answer its first ping before anything heavy loads.
 """
@@ -22,6 +22,19 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the offline demo on the embedded defaults")
     demo.add_argument("--home", help="keep the demo's data here (default: a temporary folder)")
+
+    run = sub.add_parser("run", help="run a shot list (CSV) in a project, with a progress bar")
+    run.add_argument("--project", required=True, metavar="SLUG", help="the project (see projects.list)")
+    run.add_argument("--shots", required=True, metavar="CSV", help="shot list: job_key, scene, characters, "
+                     "time_of_day, weather, cutout")
+    run.add_argument("--candidates", type=int, default=4, metavar="K", help="candidates per shot (1-16)")
+    run.add_argument("--stages", help="comma-separated stages, default style_lock,light_time,weather_effects")
+    run.add_argument("--provider", default="preview")
+    run.add_argument("--style-guide", metavar="ID", help="default: the project's default style guide")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--upscale", type=int, choices=(2, 3, 4))
+    run.add_argument("--no-color-correct", action="store_true")
+    run.add_argument("--home", help="data folder (default: $IAT_HOME or the user data dir, as the desktop app)")
 
     doctor = sub.add_parser("doctor", help="check this installation: data folder, databases, bundled libraries")
     doctor.add_argument("--home")
@@ -73,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         from iat.demo import run_demo
 
         return run_demo(args.home)
+    if args.command == "run":
+        from iat.pipeline.console import run_from_cli
+
+        return run_from_cli(args, _settings(args.home))
     if args.command == "doctor":
         from iat.doctor import run_doctor
 

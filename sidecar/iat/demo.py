@@ -1,55 +1,99 @@
 """`iat-sidecar demo`: the main job, offline, on the embedded defaults.
 
-Until the pipeline lands it shows the sidecar core end to end: a project created in its own folder and database,
-its storage policy, its audit trail, all through the same JSON-RPC dispatcher the transports use.
+Makes a small comic from nothing: a project with a style guide and two characters, a shot list of six shots
+(two of them cut-outs) with four candidates each through three stages, run by the same commands every client uses
+(preview renderer, key background removal, colour correction, 2x upscale, QA guard, automatic choice), and
+prints where each result and the contact sheet are.
 """
 
 from __future__ import annotations
 
-import json
+import sys
 import tempfile
 from pathlib import Path
+
+SLUG = "demo-comic"
+CANDIDATES = 4
+
+STYLE = {
+    "name": "Harbour town, ink and flat colour",
+    "description": "flat-colour comic panels, bold simple shapes, soft shading, one consistent line weight",
+    "rules_json": {
+        "palette": ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#f1faee", "#a8dadc", "#1d3557"],
+        "max_chroma": 0.2,
+        "negative_prompt": "photo, blurry, extra limbs, text, watermark",
+        "size": {"width": 768, "height": 512},
+    },
+}
+
+CHARACTERS = [
+    {"code": "mira", "name": "Mira", "bio": "A young harbour pilot who reads the weather.",
+     "identity_constraints_json": {"appearance": "long hair in a braid, round glasses", "outfit": "red dress",
+                                   "palette": ["#e76f51", "#264653"]}},
+    {"code": "bolt", "name": "Bolt", "bio": "An old lighthouse keeper, tall and slow.",
+     "identity_constraints_json": {"appearance": "tall, grey beard, top hat", "outfit": "teal coat, white scarf",
+                                   "palette": ["#2a9d8f", "#f1faee"]}},
+]
+
+SHOTS = [
+    {"job_key": "01-harbour", "scene": "Mira waves from the harbour at dawn, boats on the water",
+     "characters": ["mira"], "time_of_day": "dawn", "weather": "fog"},
+    {"job_key": "02-market", "scene": "Mira and Bolt meet at the market stalls", "characters": ["mira", "bolt"],
+     "time_of_day": "day", "weather": "clear"},
+    {"job_key": "03-storm", "scene": "Bolt climbs the lighthouse road as the storm comes", "characters": ["bolt"],
+     "time_of_day": "dusk", "weather": "rain"},
+    {"job_key": "04-night", "scene": "Mira and Bolt look at the sea from the lighthouse room",
+     "characters": ["mira", "bolt"], "time_of_day": "night", "weather": "snow"},
+    {"job_key": "05-mira-sheet", "scene": "Mira, full figure, for the character sheet", "characters": ["mira"],
+     "time_of_day": "day", "weather": "clear", "cutout": True},
+    {"job_key": "06-bolt-sheet", "scene": "Bolt, full figure, for the character sheet", "characters": ["bolt"],
+     "time_of_day": "day", "weather": "clear", "cutout": True},
+]
 
 
 def run_demo(home: str | None) -> int:
     from iat.app import App
-    from iat.errors import IATError
     from iat.context import Session
+    from iat.errors import IATError
+    from iat.pipeline.console import Follower, print_results
     from iat.rpc.protocol import Dispatcher
     from iat.settings import Settings
 
-    with tempfile.TemporaryDirectory(prefix="iat-demo-") as tmp:
-        settings = Settings.from_env(home=Path(home or tmp).resolve())
-        app = App(settings)
-        dispatcher = Dispatcher(app)
-        session = Session("demo", authenticated=True)
+    keep = tempfile.mkdtemp(prefix="iat-demo-") if home is None else home
+    settings = Settings.from_env(home=Path(keep).resolve())
+    app = App(settings)
+    dispatcher = Dispatcher(app)
+    session = Session("demo", authenticated=True)
 
-        def call(method: str, **params):
-            result = dispatcher.call(method, params, session)
-            print(f"-> {method} {json.dumps(params)}")
-            print("   " + json.dumps(result, indent=2).replace("\n", "\n   "))
-            return result
+    def call(method: str, **params):
+        return dispatcher.call(method, params, session)
 
-        try:
-            print(f"IAT Toolkit demo; data in {settings.home}\n")
-            call("system.info")
-            slug = "demo-comic"
-            if any(p["slug"] == slug for p in call("projects.list")["items"]):
-                call("projects.delete", slug=slug, confirm=True, purge=True)
-            project = call("projects.create", slug=slug, name="Demo comic",
-                           description="A short comic in one hand, with stable characters.",
-                           settings_json={"candidates_per_shot": 4, "stages": ["style_lock", "light_time",
-                                                                              "weather_effects"]})
-            call("storage.set", slug=slug, s3_enabled=False, s3_prefix=f"projects/{slug}")
-            call("projects.get", slug=slug)
-            call("audit.list", slug=slug)
-            try:
-                dispatcher.call("projects.delete", {"slug": slug}, session)
-            except IATError as exc:
-                print(f"-> projects.delete without confirm is refused: {exc.name}: {exc.message}")
-            print(f"\nproject folder: {project['root_dir']}")
-            for path in sorted(Path(project["root_dir"]).rglob("*")):
-                print(f"  {path.relative_to(project['root_dir'])}")
-            return 0
-        finally:
-            app.close()
+    try:
+        print(f"IAT Toolkit demo: a six-shot comic, offline. Data in {settings.home}\n")
+        if any(p["slug"] == SLUG for p in call("projects.list")["items"]):
+            call("projects.delete", slug=SLUG, confirm=True, purge=True)
+        project = call("projects.create", slug=SLUG, name="Demo comic: The Harbour Light",
+                       description="Six panels in one hand, with two stable characters.")
+        guide = call("style_guides.create", slug=SLUG, **STYLE)
+        for character in CHARACTERS:
+            call("characters.create", slug=SLUG, **character)
+        print(f"project   {project['root_dir']}")
+        print(f"style     {guide['name']} (palette {', '.join(guide['rules_json']['palette'])})")
+        print(f"cast      {', '.join(c['name'] for c in CHARACTERS)}")
+        print(f"shots     {len(SHOTS)} x {CANDIDATES} candidates x 3 stages; "
+              f"{sum(1 for s in SHOTS if s.get('cutout'))} cut-outs; preview renderer, key background removal, "
+              "colour correction, 2x upscale, QA guard\n")
+        follower = Follower(app, len(SHOTS) * CANDIDATES)
+        run = call("runs.start", slug=SLUG, shots=SHOTS, candidates=CANDIDATES, upscale_factor=2, seed=2026)
+        follower.follow(run["id"])
+        finished = follower.wait()
+        if finished is None:
+            print("the run did not finish", file=sys.stderr)
+            return 1
+        print_results(call, SLUG, run["id"], finished)
+        return 0 if finished["status"] == "done" else 1
+    except IATError as exc:
+        print(f"demo failed: {exc.name}: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        app.close()
