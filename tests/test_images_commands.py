@@ -211,7 +211,7 @@ def test_upscale_multiplies_the_size_into_a_derived_asset(client: Client, alpha:
     assert (big["width"], big["height"]) == (480, 360) and Image.open(file_of(alpha, big)).mode == "RGBA"
     assert ancestors(client, big["id"]) == [cut["id"], source["id"]]
     before = state(client, alpha)
-    for bad in ({"factor": 5}, {"factor": 2, "engine": "key"}, {"factor": 2, "engine": "nope"}, {}):
+    for bad in ({"factor": 5}, {"factor": 1}, {"factor": 2.5}, {}):
         err = client.error("images.upscale", slug="alpha", asset_id=source["id"], **bad)
         assert err.name == "invalid_params", bad
     assert state(client, alpha) == before
@@ -349,3 +349,115 @@ def test_other_projects_assets_unknown_ids_and_non_images_are_refused_and_nothin
         assert client.error(method, slug="nobody", asset_id=source["id"], **extra).name == "not_found", method
     assert state(client, alpha) == before
     assert client.call("quality.list", slug="beta")["items"] == []
+
+
+# --- the asset filter on both engines ---
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path: Path):
+    from iat.db.store import Store
+
+    if request.param == "sqlite":
+        s = Store.open_sqlite(tmp_path / "project.db", "project")
+    else:
+        s = Store.open_postgres(request.getfixturevalue("pg_database"), "project")
+    yield s
+    s.close()
+
+
+def test_reports_about_one_asset_are_found_on_sqlite_and_postgresql(store):
+    """quality.list's asset filter reads summary_json per dialect (json_extract / ->>) and a run's candidates."""
+    from iat.assets import repo as assets_repo
+    from iat.assets.store import StoredFile
+    from iat.clock import utcnow
+    from iat.images.service import _reports_page
+    from iat.pipeline import repo as pipeline_repo
+    from iat.projects import repo as projects
+
+    now = utcnow()
+    owner = {"id": str(uuid.uuid4()), "username": "local", "display_name": "Local", "email": None,
+             "is_active": True, "created_at": now, "updated_at": now}
+    pid = str(uuid.uuid4())
+    store.write(projects.create_project, owner, {"id": pid, "slug": "alpha", "name": "Alpha", "description": "",
+                                                 "settings_json": {}},
+                {"local_base_dir": "/p", "local_project_root": "/p/alpha"}, now)
+
+    def asset(i: int) -> str:
+        stored = StoredFile(f"{i:064x}", f"assets/00/{i:064x}.png", 10, "image/png", 8, 8, "png")
+        return store.write(assets_repo.insert_asset, pid, "input", stored, {}, utcnow())["id"]
+
+    one, two = asset(1), asset(2)
+
+    def reports() -> dict[str, str]:
+        run = pipeline_repo.create_run(pid, {"run_mode": "run", "provider_code": "preview", "settings_snapshot_json": {
+            "jobs": [{"job_key": "j", "prompts": {"style_lock": "p"}, "shot": {}}]}}, [], None, utcnow())
+        job = pipeline_repo.list_jobs(run["id"])[0]
+        cand = pipeline_repo.insert_candidate(pid, run["id"], job["id"], {"candidate_index": 0, "status": "done",
+                                                                          "final_asset_id": one}, {"k": 1}, utcnow())
+        made = {"run": pipeline_repo.reports_for([cand["id"]])[cand["id"]]["id"]}
+        for name, summary in (("one", {"asset_id": one}), ("two", {"asset_id": two}), ("none", {"x": 1})):
+            made[name] = pipeline_repo.insert_report(pid, None, None, None, "output_guard", summary, utcnow())["id"]
+        return made
+
+    made = store.write(reports)
+    found = {key: [r["id"] for r in store.read(_reports_page, pid, None, None, key, None, 10, None)[0]]
+             for key in (one, two, str(uuid.uuid4()))}
+    assert found[one] == [made["one"], made["run"]] and found[two] == [made["two"]]
+    assert list(found.values())[2] == []
+    assert len(store.read(_reports_page, pid, None, None, None, None, 10, None)[0]) == 4
+
+
+# --- the REST routes, through the real HTTP transport ---
+
+
+@pytest.fixture
+def rest(app: App, client: Client):
+    """`rest(method, path, body=None) -> (status, json)` against the app's own HTTP transport on a free port."""
+    import http.client
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from iat.rpc.http import HttpTransport
+
+    executor = ThreadPoolExecutor(2)
+    transport = HttpTransport(client.dispatcher, executor, 0, app.settings.max_message_bytes, ())
+    transport.start()
+
+    def call(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", transport.port, timeout=60)
+        headers = {"Authorization": f"Bearer {app.token}", "Content-Type": "application/json"}
+        conn.request(method, path, json.dumps(body).encode() if body is not None else None, headers)
+        resp = conn.getresponse()
+        out = resp.status, json.loads(resp.read() or b"{}")
+        conn.close()
+        return out
+
+    yield call
+    transport.stop()
+    executor.shutdown()
+
+
+def test_the_rest_routes_take_the_asset_from_the_path(rest, client: Client, alpha: dict, src: Path):
+    source = imported(client, figure(src / "fig.png"))
+    base = f"/api/projects/alpha/assets/{source['id']}"
+    status, up = rest("POST", f"{base}/upscale", {"factor": 2})
+    assert status == 200 and (up["asset"]["width"], up["asset"]["kind"]) == (320, "upscaled")
+    status, cut = rest("POST", f"{base}/remove-background", {"engines": ["key"]})
+    assert status == 200 and cut["asset"]["kind"] == "bg_removed"
+    status, fixed = rest("POST", f"{base}/color-correct")
+    assert status == 200 and fixed["link"]["parent_asset_id"] == source["id"]
+    status, report = rest("POST", f"{base}/quality-check", {"time_of_day": "day"})
+    assert status == 200 and report["summary_json"]["asset_id"] == source["id"]
+    status, page = rest("GET", f"/api/projects/alpha/quality-reports?asset_id={source['id']}&limit=5")
+    assert status == 200 and [r["id"] for r in page["items"]] == [report["id"]]
+    before = state(client, alpha)
+    status, err = rest("POST", f"{base}/upscale", {"factor": 2, "asset_id": source["id"]})  # path params: path only
+    assert status == 422 and err["error"]["data"]["name"] == "invalid_params"
+    status, err = rest("POST", f"/api/projects/alpha/assets/{uuid.uuid4()}/upscale", {"factor": 2})
+    assert status == 404 and err["error"]["data"]["name"] == "not_found"
+    status, err = rest("POST", f"{base}/remove-background", {"engines": ["keeps_everything_gone"]})
+    assert status == 422
+    status, err = rest("POST", f"{base}/remove-background", {"engines": ["key", "key"]})  # schema: uniqueItems
+    assert status == 422
+    assert state(client, alpha) == before

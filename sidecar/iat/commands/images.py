@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, field_validator
 
 from iat.commands.assets import AssetOut, AssetRef, LinkOut
 from iat.errors import EngineError
@@ -54,14 +54,22 @@ class ColorCorrectedOut(ImageOut):
 
 
 class RemoveBackgroundParams(AssetRef):
-    engines: list[EngineCode] | None = Field(None, min_length=1, max_length=8, description=(
-        "Background-removal engines in the order to try; default: the project's settings_json.background_engines, "
-        "else [\"key\"]"))
+    engines: list[EngineCode] | None = Field(None, min_length=1, max_length=8,
+                                             json_schema_extra={"uniqueItems": True}, description=(
+        "Background-removal engines in the order to try, each once; default: the project's "
+        "settings_json.background_engines, else [\"key\"]. A code that names no background-removal engine is "
+        "invalid_params"))
+
+    @field_validator("engines")
+    @classmethod
+    def _once(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("each engine may be listed once")
+        return v
 
 
 class UpscaleParams(AssetRef):
     factor: Literal[2, 3, 4] = Field(description="Width and height are multiplied by it")
-    engine: EngineCode = Field("lanczos", description="Upscale engine code")
 
 
 class ColorCorrectParams(AssetRef):
@@ -95,7 +103,7 @@ def remove_background(ctx, p: RemoveBackgroundParams) -> BackgroundRemovedOut:
          route=("POST", "/api/projects/{slug}/assets/{asset_id}/upscale"), mutating=True, errors=(EngineError,))
 def upscale(ctx, p: UpscaleParams) -> UpscaledOut:
     """Upscales an image asset by 2, 3 or 4: a new upscaled asset derived from it (alpha kept, no halos)."""
-    out = service.upscale(ctx.app, p.slug, str(p.asset_id), p.factor, p.engine, ctx.app.current_user()["id"])
+    out = service.upscale(ctx.app, p.slug, str(p.asset_id), p.factor, ctx.app.current_user()["id"])
     _publish(ctx, p.slug, out, "upscaled")
     return UpscaledOut.model_validate(out)
 

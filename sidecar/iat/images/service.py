@@ -52,6 +52,7 @@ from iat.pipeline.service import DEFAULT_ENGINES
 from iat.projects.repo import get_project
 
 UPSCALE_OP = "upscale"
+UPSCALER = "lanczos"  # the model-free upscaler; the ONNX one will be chosen here (or by a project setting)
 SIZE_CHECKS = ("none", "aspect", "size")
 
 
@@ -165,14 +166,14 @@ def remove_background(app, slug: str, asset_id: str, engines: list[str] | None, 
     return {"project_id": handle.id, "asset": asset, "link": link, "engine": result.engine, "attempts": attempts}
 
 
-def upscale(app, slug: str, asset_id: str, factor: int, engine_code: str, actor_id: str) -> dict:
+def upscale(app, slug: str, asset_id: str, factor: int, actor_id: str, engine_code: str = UPSCALER) -> dict:
     """An `upscaled` asset, `factor` times the input's width and height."""
-    engine = app.engines.get(engine_code)  # InvalidParams for an unknown code
-    if getattr(engine, "op", None) != UPSCALE_OP:
-        raise _invalid(f"engine {engine_code!r} does not upscale (op {getattr(engine, 'op', None)!r})", "engine",
-                       engine=engine_code)
     with app.projects.lease(slug) as handle:
         source, path = _source(handle, asset_id)
+        engine = app.engines.get(engine_code)
+        if getattr(engine, "op", None) != UPSCALE_OP:
+            raise _invalid(f"engine {engine_code!r} does not upscale (op {getattr(engine, 'op', None)!r})",
+                           "engine", engine=engine_code)
         status = engine.available()
         if not status.ready:
             raise EngineError(f"upscaler {engine_code!r} is unavailable: {status.reason}",
