@@ -94,6 +94,12 @@ def test_folder_import_recursive_or_not(client: Client, alpha: dict, src: Path):
     (src / "sub" / ".hidden").mkdir()
     png(src / "sub" / ".hidden" / "x.png", color=(9, 9, 9))
 
+    (src / "empty").mkdir()
+    audit_before = client.call("audit.list", slug="alpha")["items"]
+    nothing = client.call("assets.import", slug="alpha", paths=[str(src / "empty")])
+    assert nothing == {"items": [], "created": 0, "deduplicated": 0}
+    assert client.call("audit.list", slug="alpha")["items"] == audit_before  # no change, nothing audited
+
     flat = client.call("assets.import", slug="alpha", paths=[str(src)])
     assert [Path(i["source_path"]).name for i in flat["items"]] == ["top.png"]
 
@@ -501,3 +507,21 @@ def test_repository_on_both_engines(db):
     down = db.read(repo.lineage, a, ids[0], "descendants", 1)
     assert [(n["id"], n["depth"]) for n in down["nodes"]] == [(ids[0], 0), (ids[1], 1)]
     assert db.read(repo.referenced_uris, a, [stored(0).rel_uri, stored(9).rel_uri]) == {stored(0).rel_uri}
+
+
+def test_an_unexpected_error_while_staging_leaves_no_temp(client: Client, alpha: dict, src: Path, monkeypatch):
+    for i in range(20):
+        png(src / f"s{i:02d}.png", color=(0, 0, i))
+    real_stage = store.stage_file
+    calls = []
+
+    def failing(root, path, **kwargs):
+        calls.append(path)
+        if len(calls) == 7:
+            raise RuntimeError("a bug in a decoder")  # not a refusal: an internal error
+        return real_stage(root, path, **kwargs)
+
+    monkeypatch.setattr(store, "stage_file", failing)
+    with pytest.raises(RuntimeError):  # transports answer internal_error
+        client.call("assets.import", slug="alpha", paths=[str(src)])
+    assert asset_files(root_of(alpha)) == [] and rows(client) == []

@@ -19,13 +19,14 @@ from __future__ import annotations
 import os
 import stat
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from iat.assets import repo, store
 from iat.assets.sniff import ContentMismatch
+from iat.clock import utcnow
 from iat.errors import Forbidden, IATError, InvalidParams, NotFound
 from iat.projects.repo import get_project
 
@@ -196,17 +197,27 @@ def stage_all(root: Path, sources: Sequence[Source],
     problems: list[Problem] = []
     last = time.monotonic()
     with ThreadPoolExecutor(STAGE_THREADS, thread_name_prefix="iat-import") as pool:
-        for done, result in enumerate(pool.map(one, sources), start=1):
-            (problems if isinstance(result, Problem) else staged).append(result)
-            now = time.monotonic()
-            if now - last >= PROGRESS_INTERVAL_S and done < total:
-                progress(done, total)
-                last = now
+        futures = [pool.submit(one, source) for source in sources]
+        try:
+            for done, future in enumerate(futures, start=1):
+                result = future.result()
+                (problems if isinstance(result, Problem) else staged).append(result)
+                now = time.monotonic()
+                if now - last >= PROGRESS_INTERVAL_S and done < total:
+                    progress(done, total)
+                    last = now
+        except BaseException:  # an unexpected error (or an interrupt): no temp file may outlive it
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            store.discard(f.result() for f in futures
+                          if not f.cancelled() and f.exception() is None and isinstance(f.result(), store.StagedFile))
+            raise
     progress(total, total)
     return staged, problems
 
 
-def import_files(handle, paths: Sequence[str], kind: str, recursive: bool, actor_id: str | None, now,
+def import_files(handle, paths: Sequence[str], kind: str, recursive: bool, actor_id: str | None,
                  progress: Callable[[int, int], None]) -> list[tuple[dict, bool, str]]:
     """Imports all the files or none; returns (asset row, deduplicated, source path) per file."""
     project = handle.store.read(get_project, handle.id)
@@ -214,6 +225,8 @@ def import_files(handle, paths: Sequence[str], kind: str, recursive: bool, actor
     sources, problems = collect(paths, roots, handle.root, recursive)
     if problems:
         raise refuse(problems)
+    if not sources:
+        return []  # folders holding no files: nothing changes, nothing to audit
     staged, problems = stage_all(handle.root, sources, progress)
     if problems:
         store.discard(staged)
@@ -229,7 +242,7 @@ def import_files(handle, paths: Sequence[str], kind: str, recursive: bool, actor
 
     def write() -> list[tuple[dict, bool]]:
         store.commit(handle.root, staged, created)
-        rows = repo.import_assets(handle.id, kind, files, now, actor_id)
+        rows = repo.import_assets(handle.id, kind, files, utcnow(), actor_id)
         store.flush_dirs(handle.root, [s.stored.rel_uri for s in staged])
         return rows
 

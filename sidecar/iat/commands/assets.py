@@ -103,12 +103,13 @@ def import_assets(ctx, p: ImportParams) -> ImportResult:
             ctx.app.events.publish("assets.import.progress",
                                    {"project_id": handle.id, "slug": p.slug, "done": done, "total": total})
 
-        rows = importer.import_files(handle, p.paths, p.kind, p.recursive, actor["id"], utcnow(), progress)
+        rows = importer.import_files(handle, p.paths, p.kind, p.recursive, actor["id"], progress)
     items = [ImportedAsset.model_validate({**row, "deduplicated": dedup, "source_path": source})
              for row, dedup, source in rows]
     new_ids = list(dict.fromkeys(i.id for i in items if not i.deduplicated))
-    ctx.app.events.publish("assets.imported", {"project_id": handle.id, "slug": p.slug, "kind": p.kind,
-                                               "asset_ids": new_ids, "files": len(items)})
+    if items:
+        ctx.app.events.publish("assets.imported", {"project_id": handle.id, "slug": p.slug, "kind": p.kind,
+                                                   "asset_ids": new_ids, "files": len(items)})
     return ImportResult(items=items, created=len(new_ids), deduplicated=len(items) - len(new_ids))
 
 
