@@ -4,17 +4,26 @@
 //! Webview API (granted by capabilities/main-window.json, nothing else is):
 //! - command `sidecar_call {method, params}` -> the sidecar's result, or an error object
 //!   `{"kind": "rpc", code, message, data}` (the sidecar's own error) / `{"kind": "<transport kind>", message}`;
-//! - command `sidecar_status` -> `{state, program, recent}` (the supervisor state and the last events);
-//! - events `sidecar://notification` (`{method, params}`) and `sidecar://status` (lifecycle: ready, exited,
-//!   restarting, start_failed, stopped).
+//! - command `sidecar_status` -> `{state, program, recent}` (the supervisor state, with `ready_at_ms` when
+//!   ready, and the last events as `{type, payload}`);
+//! - events `sidecar://notification` (`{method, params, at, seq}`) and `sidecar://status` (lifecycle: ready,
+//!   exited, restarting, start_failed, stopped; `{event, ..., at, seq}`). `at` is when it happened (ms since the
+//!   Unix epoch; a ready event's is the handshake's time), `seq` orders events across both channels and lets a
+//!   page that reloads tell the events it already has from `recent`.
+//!
+//! `--help` / `--version` answer before anything else; without a display the app says so and exits (the
+//! checks are `iat_shell::cli` and `iat_shell::display`, tested there).
 #![cfg_attr(all(not(debug_assertions), target_os = "windows"), windows_subsystem = "windows")]
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
+use iat_shell::cli::{self, Invocation};
 use iat_shell::sidecar::SIDECAR_EXE;
-use iat_shell::{Sidecar, SidecarConfig, SidecarError, SidecarEvent};
+use iat_shell::{unix_millis, Sidecar, SidecarConfig, SidecarError, SidecarEvent};
 use serde_json::{json, Value};
 use tauri::{AppHandle, Emitter, Manager, RunEvent};
 use tokio::sync::broadcast::error::RecvError;
@@ -29,18 +38,32 @@ const DENIED_METHODS: &[&str] = &["system.shutdown"];
 struct Shell {
     sidecar: Sidecar,
     program: PathBuf,
-    recent: Mutex<VecDeque<Value>>,
+    recent: Mutex<Recent>,
     /// `IAT_TOOLKIT_LOG_CALLS=1`: log each webview call (scripts/test-app checks the page reached the sidecar).
     log_calls: bool,
 }
 
+#[derive(Default)]
+struct Recent {
+    last_seq: u64,
+    entries: VecDeque<Value>,
+}
+
 impl Shell {
-    fn remember(&self, entry: Value) {
+    /// Stamps the event's payload with `at` (ms since the epoch) and the next `seq`, keeps it for
+    /// `sidecar_status`, and returns the stamped payload to emit.
+    fn remember(&self, kind: &str, at_ms: u64, mut payload: Value) -> Value {
         let mut recent = self.recent.lock().unwrap();
-        if recent.len() == RECENT_EVENTS {
-            recent.pop_front();
+        recent.last_seq += 1;
+        if let Some(obj) = payload.as_object_mut() {
+            obj.insert("at".into(), json!(at_ms));
+            obj.insert("seq".into(), json!(recent.last_seq));
         }
-        recent.push_back(entry);
+        if recent.entries.len() == RECENT_EVENTS {
+            recent.entries.pop_front();
+        }
+        recent.entries.push_back(json!({"type": kind, "payload": payload}));
+        payload
     }
 }
 
@@ -65,7 +88,7 @@ async fn sidecar_call(
 
 #[tauri::command]
 fn sidecar_status(shell: tauri::State<'_, Shell>) -> Value {
-    let recent: Vec<Value> = shell.recent.lock().unwrap().iter().cloned().collect();
+    let recent: Vec<Value> = shell.recent.lock().unwrap().entries.iter().cloned().collect();
     json!({"state": shell.sidecar.state(), "program": shell.program, "recent": recent})
 }
 
@@ -106,7 +129,8 @@ fn forward_events(app: &AppHandle, sidecar: &Sidecar) {
             match notifications.recv().await {
                 Ok(note) => {
                     let payload = json!({"method": note.method, "params": note.params});
-                    handle.state::<Shell>().remember(json!({"type": "notification", "payload": payload}));
+                    let now = unix_millis(SystemTime::now());
+                    let payload = handle.state::<Shell>().remember("notification", now, payload);
                     let _ = handle.emit(NOTIFICATION_EVENT, payload);
                 }
                 Err(RecvError::Lagged(n)) => {
@@ -122,8 +146,10 @@ fn forward_events(app: &AppHandle, sidecar: &Sidecar) {
         loop {
             match events.recv().await {
                 Ok(event) => {
+                    let mut at_ms = unix_millis(SystemTime::now());
                     match &event {
-                        SidecarEvent::Ready { pid, generation, .. } => {
+                        SidecarEvent::Ready { pid, generation, ready_at_ms, .. } => {
+                            at_ms = *ready_at_ms;
                             eprintln!("[iat-toolkit] sidecar ready: pid {pid} (start {generation})")
                         }
                         SidecarEvent::Exited { pid, exit, expected, .. } => {
@@ -132,7 +158,7 @@ fn forward_events(app: &AppHandle, sidecar: &Sidecar) {
                         _ => {}
                     }
                     let payload = serde_json::to_value(&event).unwrap_or(Value::Null);
-                    handle.state::<Shell>().remember(json!({"type": "status", "payload": payload}));
+                    let payload = handle.state::<Shell>().remember("status", at_ms, payload);
                     let _ = handle.emit(STATUS_EVENT, payload);
                 }
                 Err(RecvError::Lagged(_)) => {}
@@ -165,7 +191,68 @@ fn exit_on_signals(app: &AppHandle) {
     });
 }
 
+/// Checks the environment, then initialises GTK on this (the main) thread: a display that is named but cannot
+/// be opened is an error here rather than a panic in tao, whose own `gtk::init` is then a no-op.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "dragonfly",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+fn open_display() -> Result<(), String> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    let (display, wayland) = (var("DISPLAY"), var("WAYLAND_DISPLAY"));
+    if let Some(reason) =
+        iat_shell::display::missing_display(display.as_deref(), wayland.as_deref(), var("GDK_BACKEND").as_deref())
+    {
+        return Err(reason);
+    }
+    gtk::init().map_err(|e| {
+        let shown = |name, value: Option<std::ffi::OsString>| match value {
+            Some(v) => format!("{name}={}", v.to_string_lossy()),
+            None => format!("{name} unset"),
+        };
+        format!("GTK cannot open it ({e}; {}, {})", shown("DISPLAY", display), shown("WAYLAND_DISPLAY", wayland))
+    })
+}
+
+/// macOS and Windows always have their window system.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "dragonfly",
+    target_os = "freebsd",
+    target_os = "netbsd",
+    target_os = "openbsd"
+)))]
+fn open_display() -> Result<(), String> {
+    Ok(())
+}
+
 fn main() {
+    let (name, version) = (env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"));
+    let answer = match cli::parse_args(std::env::args_os().skip(1)) {
+        Ok(Invocation::Run) => None,
+        Ok(Invocation::Version) => Some(cli::version_line(name, version) + "\n"),
+        Ok(Invocation::Help) => Some(cli::usage(name, version)),
+        Err(e) => {
+            eprintln!("{name}: {e}\nTry '{name} --help' for more information.");
+            std::process::exit(cli::EXIT_USAGE);
+        }
+    };
+    if let Some(text) = answer {
+        // Not println!: a closed stdout (`--version | true`) is not worth a panic.
+        let _ = std::io::stdout().write_all(text.as_bytes());
+        return;
+    }
+    if let Err(reason) = open_display() {
+        eprintln!("{name}: no graphical display available: {reason}; set DISPLAY or run under a desktop session");
+        std::process::exit(cli::EXIT_NO_DISPLAY);
+    }
+    run_app();
+}
+
+fn run_app() {
     let app = tauri::Builder::default()
         .invoke_handler(tauri::generate_handler![sidecar_call, sidecar_status])
         .setup(|app| {
@@ -175,14 +262,17 @@ fn main() {
             // `launch` spawns the supervisor on the runtime it is called in: Tauri's.
             let sidecar = tauri::async_runtime::block_on(async move { Sidecar::launch(config) });
             let log_calls = std::env::var("IAT_TOOLKIT_LOG_CALLS").as_deref() == Ok("1");
-            app.manage(Shell { sidecar: sidecar.clone(), program, recent: Mutex::new(VecDeque::new()), log_calls });
+            app.manage(Shell { sidecar: sidecar.clone(), program, recent: Mutex::default(), log_calls });
             forward_events(app.handle(), &sidecar);
             #[cfg(unix)]
             exit_on_signals(app.handle());
             Ok(())
         })
         .build(tauri::generate_context!())
-        .expect("cannot build the Tauri app");
+        .unwrap_or_else(|e| {
+            eprintln!("iat-toolkit: cannot start the app: {e}");
+            std::process::exit(1);
+        });
 
     app.run(|app, event| {
         if let RunEvent::Exit = event {

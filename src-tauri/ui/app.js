@@ -1,12 +1,14 @@
 // The status page: system.info and the sidecar's recent events. Plain script, no bundler, no network:
-// it only uses the two shell commands and the event listener its capability grants.
+// it only uses the two shell commands and the event listener its capability grants. The event list's logic
+// (times, order, duplicates) is in events.js.
 "use strict";
 
 const { invoke } = window.__TAURI__.core;
 const { listen } = window.__TAURI__.event;
+const { EventLog, describe, describeState } = window.IatEvents;
 
-const MAX_EVENTS = 50;
 const $ = (id) => document.getElementById(id);
+const log = new EventLog();
 
 function describeError(err) {
   if (err && err.kind === "rpc") {
@@ -24,28 +26,25 @@ function setState(text, cls) {
 }
 
 function showState(state) {
-  switch (state && state.state) {
-    case "ready": setState(`ready · pid ${state.pid}`, "ready"); break;
-    case "restarting": setState(`restarting (attempt ${state.attempt})`, "down"); break;
-    case "stopped": setState("stopped", "down"); break;
-    case "stopping": setState("stopping…", "down"); break;
-    default: setState("starting…");
-  }
+  const { text, cls } = describeState(state);
+  setState(text, cls);
+}
+
+function renderEvents() {
+  const items = log.entries().map((entry) => {
+    const { time, text, error } = describe(entry);
+    const li = document.createElement("li");
+    const stamp = document.createElement("time");
+    stamp.textContent = time;
+    li.append(stamp, ` ${text}`);
+    if (error) li.className = "error";
+    return li;
+  });
+  $("events").replaceChildren(...items);
 }
 
 function addEvent(entry) {
-  const li = document.createElement("li");
-  const time = new Date().toLocaleTimeString();
-  if (entry.type === "notification") {
-    li.textContent = `${time} ${entry.payload.method} ${JSON.stringify(entry.payload.params)}`;
-  } else {
-    const { event, ...rest } = entry.payload;
-    li.textContent = `${time} [${event}] ${JSON.stringify(rest)}`;
-    if (event === "start_failed" || (event === "exited" && !rest.expected)) li.className = "error";
-  }
-  const list = $("events");
-  list.prepend(li);
-  while (list.children.length > MAX_EVENTS) list.lastChild.remove();
+  if (log.add(entry)) renderEvents();
 }
 
 async function refreshInfo() {
