@@ -22,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the offline demo on the embedded defaults")
     demo.add_argument("--home", help="keep the demo's data here (default: a temporary folder)")
+    demo.add_argument("--quick", action="store_true", help="two shots of two candidates (a smoke test)")
 
     run = sub.add_parser("run", help="run a shot list (CSV) in a project, with a progress bar")
     run.add_argument("--project", required=True, metavar="SLUG", help="the project (see projects.list)")
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from iat.demo import run_demo
 
-        return run_demo(args.home)
+        return run_demo(args.home, quick=args.quick)
     if args.command == "run":
         from iat.pipeline.console import run_from_cli
 

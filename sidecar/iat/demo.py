@@ -51,7 +51,8 @@ SHOTS = [
 ]
 
 
-def run_demo(home: str | None) -> int:
+def run_demo(home: str | None, quick: bool = False) -> int:
+    """The demo; `quick`: two shots (one a cut-out) of two candidates, for smoke tests of a build."""
     from iat.app import App
     from iat.context import Session
     from iat.errors import IATError
@@ -83,8 +84,9 @@ def run_demo(home: str | None) -> int:
         print(f"shots     {len(SHOTS)} x {CANDIDATES} candidates x 3 stages; "
               f"{sum(1 for s in SHOTS if s.get('cutout'))} cut-outs; preview renderer, key background removal, "
               "colour correction, 2x upscale, QA guard\n")
-        follower = Follower(app, len(SHOTS) * CANDIDATES)
-        run = call("runs.start", slug=SLUG, shots=SHOTS, candidates=CANDIDATES, upscale_factor=2, seed=2026)
+        shots, k = ([SHOTS[1], SHOTS[4]], 2) if quick else (SHOTS, CANDIDATES)
+        follower = Follower(app, len(shots) * k)
+        run = call("runs.start", slug=SLUG, shots=shots, candidates=k, upscale_factor=2, seed=2026)
         follower.follow(run["id"])
         finished = follower.wait()
         if finished is None:

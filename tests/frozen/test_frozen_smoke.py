@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import queue
 import shutil
 import subprocess
@@ -242,6 +243,21 @@ def test_frozen_serve_stdio_smoke(frozen_binary: Path, bare_env: dict[str, str])
             assert not _in_session(sidecar.proc.pid), "processes of the sidecar's session outlived it"
     finally:
         sidecar.kill()
+
+
+def test_frozen_demo_makes_pictures(frozen_binary: Path, bare_env: dict[str, str], tmp_path: Path) -> None:
+    """The pipeline through the frozen binary: preview renderer, key cut-out, colour, upscale, QA, contact sheet
+    (every module it loads lazily must be in the bundle)."""
+    home = tmp_path / "demo-home"
+    proc = subprocess.run([str(frozen_binary), "demo", "--quick", "--home", str(home)], env=bare_env,
+                          cwd=bare_env["HOME"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    finals = re.findall(r"^  (\S+)\s+done\s+candidate \d\s+(\S+/final\.png)$", proc.stdout, re.M)
+    assert [job for job, _ in finals] == ["02-market", "05-mira-sheet"], proc.stdout
+    for _, path in finals:
+        assert Path(path).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    sheet = re.search(r"^contact sheet: (\S+\.html)", proc.stdout, re.M).group(1)
+    assert "data:image/" in Path(sheet).read_text()
 
 
 def test_frozen_doctor_imports_every_product_dependency(frozen_binary: Path, bare_env: dict[str, str]) -> None:
