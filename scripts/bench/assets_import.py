@@ -12,6 +12,9 @@ folder, or into --keep DIR and reused from there). Both sides run on a warm page
   their content addresses, folder entries flushed, 2,000 rows and an audit row written in one transaction, and
   the result (2,000 asset rows) validated.
 - reference: one `sha256sum` process over all the files (file names through `xargs -0`).
+- also reported (no target), the copy floor: a bare Python loop that reads, hashes and writes each file as a new
+  file renamed to its hash (no checks, no sniffing, no flush to disk, no database): how much of the import's time
+  is the copy itself, which sha256sum does not make.
 
 Rounds alternate between the two; the ratio compares the medians. Target: ratio <= 1.5x. The script also checks
 that every imported sha256 equals sha256sum's, and prints where the import's time went. It is a report: exit code
@@ -78,6 +81,28 @@ def sha256sum(paths: list[Path]) -> tuple[float, float, dict[str, str]]:
         digest, _, name = line.partition("  ")
         sums[name] = digest
     return elapsed, cpu, sums
+
+
+def copy_floor(paths: list[Path], dest: Path) -> tuple[float, float]:
+    """(wall, CPU seconds) of the least an import that keeps a copy does: read, hash, create, write, rename."""
+    import hashlib
+
+    dest.mkdir(parents=True)
+    cpu = time.process_time()
+    started = time.perf_counter()
+    for i, path in enumerate(paths):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            data = os.read(fd, os.fstat(fd).st_size + 1)
+        finally:
+            os.close(fd)
+        digest = hashlib.sha256(data).hexdigest()
+        temp = dest / f"{i}.part"
+        out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(out, data)
+        os.close(out)
+        os.replace(temp, dest / f"{digest}.png")
+    return time.perf_counter() - started, time.process_time() - cpu
 
 
 class Phases:
@@ -161,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             wrong = [i["source_path"] for i in result["items"] if sums.get(i["source_path"]) != i["sha256"]]
             assert not wrong, f"sha256 differs from sha256sum's for {wrong[:3]}"
             phases.totals.clear()
-            refs, imports, ref_cpu, import_cpu = [], [], [], []
+            refs, imports, ref_cpu, import_cpu, floors, floor_cpu = [], [], [], [], [], []
             for n in range(1, args.rounds + 1):
                 wall, cpu, _ = sha256sum(paths)
                 refs.append(wall)
@@ -169,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
                 wall, cpu, _ = import_once(n)
                 imports.append(wall)
                 import_cpu.append(cpu)
-                progress(f"round {n}: sha256sum {refs[-1] * 1000:.0f} ms, assets.import {imports[-1] * 1000:.0f} ms")
+                wall, cpu = copy_floor(paths, work / f"floor-{n}")
+                floors.append(wall)
+                floor_cpu.append(cpu)
+                progress(f"round {n}: sha256sum {refs[-1] * 1000:.0f} ms, assets.import {imports[-1] * 1000:.0f} ms, "
+                         f"copy floor {floors[-1] * 1000:.0f} ms")
         finally:
             phases.close()
             app.close()
@@ -187,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     cpu_ref, cpu_imp = statistics.median(ref_cpu), statistics.median(import_cpu)
     print(f"CPU time (user+sys, all threads): sha256sum {cpu_ref * 1000:.0f} ms, assets.import "
           f"{cpu_imp * 1000:.0f} ms = {cpu_imp / cpu_ref:.2f}x  (robust to other load on the machine)")
+    floor, cpu_floor = statistics.median(floors), statistics.median(floor_cpu)
+    print(f"copy floor (read, hash, write, rename; one thread, no flush): median {floor * 1000:.0f} ms = "
+          f"{floor / ref:.2f}x sha256sum (CPU {cpu_floor * 1000:.0f} ms); the import is {imp / floor:.2f}x the floor")
     rounds = len(imports)
     wall_left, cpu_left = sum(imports), sum(import_cpu)
     print("import time by step (mean per import):     wall      cpu")

@@ -16,11 +16,13 @@ Writing, in two steps so a batch can be checked whole before anything becomes vi
                                already holds those bytes ("same bytes stored once").
     put_file / put_bytes       both steps for one file, durable on return: what the runner calls per output.
 
-Durability: a row may reference a file only once the file's bytes and its name are on disk, so that a crash never
-leaves a row pointing at a missing or torn file. Hence: flush the temp's data, rename, flush the folder entry, and
-only then commit the row. `put_*` do it per file with fsync. A batch flushes once for all its files (`flush`: on
-Linux one syncfs(2) of the project's filesystem, cheaper than a journal commit per file; elsewhere an fsync per
-file and folder) - see iat.assets.importer.
+Durability: a row may reference a file only once the file's bytes and its name are on disk, so that a crash (of
+the process or of the machine) never leaves a row pointing at a missing or torn file. Hence: flush the temp's
+data, rename, flush the folder entry, and only then commit the row. `put_*` do it per file with fsync. A batch
+flushes once for all its files (`flush`, `flush_dirs`: on Linux one syncfs(2) of the project's filesystem each,
+instead of a journal commit per file; elsewhere an fsync per file and folder) - see iat.assets.importer. On Linux
+each staged file's disk write is started as soon as it is written (sync_file_range), so that flush mostly finds
+the work done.
 
 Crash recovery: a crash leaves at worst temp files and files that no row references; `sweep_orphans` removes both.
 
@@ -148,6 +150,7 @@ def stage_file(root: Path, src: Path | str, *, check_extension: bool = True, fol
                 if size == info.st_size and len(chunk) < want:
                     break
                 want = _CHUNK
+            _start_writeback(out)
         except BaseException:
             os.close(out)
             _unlink(temp)
@@ -170,6 +173,7 @@ def stage_bytes(root: Path, data: bytes, *, name: str | None = None, tmp: Path |
     temp, out = _new_temp(tmp or temp_dir(root))
     try:
         _write_all(out, data)
+        _start_writeback(out)
     except BaseException:
         os.close(out)
         _unlink(temp)
@@ -289,24 +293,43 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-_libc_syncfs = None
+class _Linux:
+    """syncfs(2) and sync_file_range(2) through libc, looked up once; None where the system has no such call."""
+
+    _calls: dict[str, object] = {}
+
+    @classmethod
+    def call(cls, name: str):
+        if name not in cls._calls:
+            fn = None
+            if sys.platform.startswith("linux"):
+                try:
+                    fn = getattr(ctypes.CDLL(None, use_errno=True), name)
+                except (OSError, AttributeError):
+                    fn = None
+            cls._calls[name] = fn
+        return cls._calls[name]
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+def _start_writeback(fd: int) -> None:
+    """Starts writing a just-written file's data to disk without waiting (sync_file_range, Linux), so the flush
+    of a batch at its end finds the disk writes done or under way instead of starting them all at once."""
+    fn = _Linux.call("sync_file_range")
+    if fn is not None:
+        fn(fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE)
 
 
 def _syncfs(root: Path) -> bool:
     """syncfs(2) of the filesystem holding the project; False where there is no such call."""
-    global _libc_syncfs
-    if not sys.platform.startswith("linux"):
-        return False
-    if _libc_syncfs is None:
-        try:
-            _libc_syncfs = ctypes.CDLL(None, use_errno=True).syncfs
-        except (OSError, AttributeError):
-            _libc_syncfs = False
-    if _libc_syncfs is False:
+    fn = _Linux.call("syncfs")
+    if fn is None:
         return False
     fd = os.open(Path(root) / ASSETS_DIR, os.O_RDONLY)
     try:
-        return _libc_syncfs(fd) == 0
+        return fn(fd) == 0
     finally:
         os.close(fd)
 
