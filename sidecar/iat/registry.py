@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "iat.commands.characters",
     "iat.commands.prompt_templates",
     "iat.commands.runs",
+    "iat.commands.run_outputs",
     "iat.commands.images",
     "iat.commands.quality",
 )

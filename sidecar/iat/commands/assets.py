@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import uuid
 from datetime import datetime
 from typing import Literal
@@ -11,11 +13,12 @@ from pydantic import Field
 from iat.clock import utcnow
 from iat.commands.common import AbsolutePath, Page, PageParams, ProjectRef
 from iat.lazy import lazy_import
-from iat.errors import Conflict, Forbidden, NotFound
+from iat.errors import Conflict, Forbidden, NotFound, PayloadTooLarge
 from iat.registry import Result, command
 
 repo = lazy_import("iat.assets.repo")
 importer = lazy_import("iat.assets.importer")
+files = lazy_import("iat.assets.store")
 
 AssetKind = Literal["input", "reference", "generated", "mask", "upscaled", "bg_removed", "final", "run_log",
                     "export", "other"]
@@ -61,6 +64,55 @@ def get_asset(ctx, p: AssetRef) -> AssetOut:
     """Returns one asset of the project."""
     handle = ctx.app.projects.open(p.slug)
     return AssetOut.model_validate(handle.store.read(repo.get_asset, handle.id, str(p.asset_id)))
+
+
+# --- content ---
+
+# Room the JSON-RPC envelope and the other fields take beside data_base64 in one message.
+_READ_ENVELOPE_BYTES = 64 * 1024
+
+
+class AssetContent(Result):
+    id: str
+    mime_type: str
+    size: int = Field(description="Bytes of the file")
+    data_base64: str = Field(description="The file's bytes, base64 (RFC 4648, with padding)")
+
+
+def max_read_bytes(max_message_bytes: int) -> int:
+    """The largest file assets.read returns: its base64 (4 characters per 3 bytes) and the envelope fit one
+    message of the transport's limit."""
+    return (max_message_bytes - _READ_ENVELOPE_BYTES) // 4 * 3
+
+
+@command("assets.read", params=AssetRef, result=AssetContent,
+         route=("GET", "/api/projects/{slug}/assets/{asset_id}/content"), errors=(NotFound, PayloadTooLarge))
+def read_asset(ctx, p: AssetRef) -> AssetContent:
+    """Returns one asset's bytes (base64) with its mime type, for viewers (a run's contact sheet, say).
+
+    Refuses (payload_too_large, naming the size and the limit) a file whose base64 would not fit one message,
+    and (not_found) an asset whose file is not in the project folder."""
+    handle = ctx.app.projects.open(p.slug)
+    row = handle.store.read(repo.get_asset, handle.id, str(p.asset_id))
+    details = {"asset_id": row["id"], "storage_uri": row["storage_uri"]}
+    if row["storage_backend"] != "local":
+        raise NotFound(f"asset {row['id']} is not stored in the project folder", details=details)
+    path = files.abs_path(handle.root, row["storage_uri"])
+    limit = max_read_bytes(ctx.app.settings.max_message_bytes)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise PayloadTooLarge(f"asset {row['id']} has {size} bytes, over the {limit}-byte limit of "
+                                      "assets.read", details={**details, "size": size, "limit_bytes": limit})
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise NotFound(f"the file of asset {row['id']} is missing", details=details) from None
+    if len(data) > limit:  # grew since the stat: content-addressed files never should
+        raise PayloadTooLarge(f"asset {row['id']} is over the {limit}-byte limit of assets.read",
+                              details={**details, "size": len(data), "limit_bytes": limit})
+    return AssetContent(id=row["id"], mime_type=row["mime_type"] or "application/octet-stream", size=len(data),
+                        data_base64=base64.b64encode(data).decode("ascii"))
 
 
 # --- import ---
