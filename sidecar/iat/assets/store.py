@@ -20,9 +20,9 @@ Durability: a row may reference a file only once the file's bytes and its name a
 the process or of the machine) never leaves a row pointing at a missing or torn file. Hence: flush the temp's
 data, rename, flush the folder entry, and only then commit the row. `put_*` do it per file with fsync. A batch
 flushes once for all its files (`flush`, `flush_dirs`: on Linux one syncfs(2) of the project's filesystem each,
-instead of a journal commit per file; elsewhere an fsync per file and folder) - see iat.assets.importer. On Linux
-each staged file's disk write is started as soon as it is written (sync_file_range), so that flush mostly finds
-the work done.
+instead of a journal commit per file; elsewhere an fsync per file and folder) - see iat.assets.importer. (Starting
+each file's disk write early with sync_file_range was measured: it moves as much CPU into the staging threads as it
+saves in the flush.)
 
 Crash recovery: a crash leaves at worst temp files and files that no row references; `sweep_orphans` removes both.
 
@@ -150,7 +150,6 @@ def stage_file(root: Path, src: Path | str, *, check_extension: bool = True, fol
                 if size == info.st_size and len(chunk) < want:
                     break
                 want = _CHUNK
-            _start_writeback(out)
         except BaseException:
             os.close(out)
             _unlink(temp)
@@ -173,7 +172,6 @@ def stage_bytes(root: Path, data: bytes, *, name: str | None = None, tmp: Path |
     temp, out = _new_temp(tmp or temp_dir(root))
     try:
         _write_all(out, data)
-        _start_writeback(out)
     except BaseException:
         os.close(out)
         _unlink(temp)
@@ -293,43 +291,24 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-class _Linux:
-    """syncfs(2) and sync_file_range(2) through libc, looked up once; None where the system has no such call."""
-
-    _calls: dict[str, object] = {}
-
-    @classmethod
-    def call(cls, name: str):
-        if name not in cls._calls:
-            fn = None
-            if sys.platform.startswith("linux"):
-                try:
-                    fn = getattr(ctypes.CDLL(None, use_errno=True), name)
-                except (OSError, AttributeError):
-                    fn = None
-            cls._calls[name] = fn
-        return cls._calls[name]
-
-
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def _start_writeback(fd: int) -> None:
-    """Starts writing a just-written file's data to disk without waiting (sync_file_range, Linux), so the flush
-    of a batch at its end finds the disk writes done or under way instead of starting them all at once."""
-    fn = _Linux.call("sync_file_range")
-    if fn is not None:
-        fn(fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE)
+_libc_syncfs: object = None  # looked up on first use; False where the system has no syncfs(2)
 
 
 def _syncfs(root: Path) -> bool:
     """syncfs(2) of the filesystem holding the project; False where there is no such call."""
-    fn = _Linux.call("syncfs")
-    if fn is None:
+    global _libc_syncfs
+    if _libc_syncfs is None:
+        _libc_syncfs = False
+        if sys.platform.startswith("linux"):
+            try:
+                _libc_syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+            except (OSError, AttributeError):
+                pass
+    if _libc_syncfs is False:
         return False
     fd = os.open(Path(root) / ASSETS_DIR, os.O_RDONLY)
     try:
-        return fn(fd) == 0
+        return _libc_syncfs(fd) == 0
     finally:
         os.close(fd)
 
