@@ -57,6 +57,7 @@ def test_a_finished_runs_contact_sheet_is_found_and_read(app: App, studio: Clien
     planned = studio.call("runs.plan", slug="alpha", shots=[SHOT], candidates=1)["run"]
     nothing = studio.call("runs.outputs", slug="alpha", run_id=planned["id"])
     assert nothing["status"] == "planned" and all(nothing[f] is None for f in OUTPUT_FIELDS)
+    assert nothing["contact_sheet_pages"] == []
 
     first, finished = _finished_run(app, studio, seed=3)
     second, _ = _finished_run(app, studio, seed=4)
@@ -65,6 +66,12 @@ def test_a_finished_runs_contact_sheet_is_found_and_read(app: App, studio: Clien
     # The same ids and paths the run.finished event named, for a viewer that was not listening then.
     assert out["run_id"] == first["id"] and out["status"] == "done"
     assert {f: out[f] for f in OUTPUT_FIELDS} == {f: finished[f] for f in OUTPUT_FIELDS}
+    # Every page of the sheet, in order: as the event lists them (a runner without pages: the one sheet).
+    pages = finished.get("contact_sheet_pages") or [{
+        "png_asset_id": finished["contact_sheet_asset_id"], "png_path": finished["contact_sheet_path"],
+        "html_asset_id": finished["contact_sheet_html_asset_id"], "html_path": finished["contact_sheet_html_path"]}]
+    assert [p.pop("page") for p in out["contact_sheet_pages"]] == list(range(1, len(pages) + 1))
+    assert out["contact_sheet_pages"] == pages
     other = studio.call("runs.outputs", slug="alpha", run_id=second["id"])
     assert other["contact_sheet_asset_id"] not in (None, out["contact_sheet_asset_id"])
 
@@ -81,6 +88,25 @@ def test_a_finished_runs_contact_sheet_is_found_and_read(app: App, studio: Clien
     assert html == Path(out["contact_sheet_html_path"]).read_bytes()
     _, log = _content(studio, out["run_log_asset_id"])
     assert [json.loads(line)["event"] for line in log.decode().splitlines()][-1] == "finished"
+
+
+def test_a_long_runs_sheet_pages_are_listed_in_order_and_each_reads(app: App, studio: Client):
+    shots = [{**SHOT, "job_key": f"shot-{i:02d}"} for i in range(9)]
+    run = studio.call("runs.start", slug="alpha", shots=shots, candidates=1, stages=["style_lock"], seed=1)
+    assert app.runner.wait_idle(WAIT_S), "the run did not finish"
+    out = studio.call("runs.outputs", slug="alpha", run_id=run["id"])
+    pages = out["contact_sheet_pages"]
+    assert [p["page"] for p in pages] == list(range(1, len(pages) + 1)) and pages[0]["png_asset_id"] == \
+        out["contact_sheet_asset_id"]
+    seen = set()
+    for page in pages:
+        got, png = _content(studio, page["png_asset_id"])
+        assert got["mime_type"] == "image/png" and png == Path(page["png_path"]).read_bytes()
+        assert Image.open(io.BytesIO(png)).format == "PNG"
+        _, html = _content(studio, page["html_asset_id"])
+        assert html == Path(page["html_path"]).read_bytes()
+        seen.update(key for key in (s["job_key"] for s in shots) if key.encode() in html)
+    assert seen == {s["job_key"] for s in shots}, "every job is on some page"
 
 
 def test_unknown_runs_and_assets_are_not_found(studio: Client, tmp_path: Path):
