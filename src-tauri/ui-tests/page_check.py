@@ -11,6 +11,10 @@ for the two shell commands: the sidecar became ready long ago and the shell kept
    captured as drawn, then again with the list's clipping turned off; the two must be the same pixels (a clipped
    marker appears only in the second).
 Writes OUT_DIR/status-page.png (the window) and exits non-zero on any failure. scripts/test-app runs it.
+
+The page is served as the app serves it: from one origin (here the scheme iat://app/) under the Content Security
+Policy of tauri.conf.json (as a meta tag), so what the policy refuses (an inline style, an image that is not a
+data: URL) fails here too; violations and uncaught errors are collected and fail the check.
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ import gi
 gi.require_version("Gtk", "3.0")
 gi.require_version("Gdk", "3.0")
 gi.require_version("WebKit2", "4.1")
-from gi.repository import Gdk, GLib, Gtk, WebKit2  # noqa: E402
+from gi.repository import Gdk, Gio, GLib, Gtk, WebKit2  # noqa: E402
 
 UI = Path(__file__).resolve().parent.parent / "ui"
+TAURI_CONF = UI.parent / "tauri.conf.json"
+SCHEME = "iat"
+MIME = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
 READY_AT = 981173106000  # 2001-02-03T04:05:06Z: no reload can happen then
 EVENTS = 50
 
@@ -49,6 +56,7 @@ STUB = """
                 program: "/stub", recent: JSON.parse(JSON.stringify(recent))};
       }
       if (cmd === "sidecar_call" && args.method === "system.info") return {version: "0.0.0", stub: true};
+      if (cmd === "sidecar_call" && args.method === "projects.list") return {items: []};
       if (cmd === "sidecar_call") return {pong: true};
       throw {kind: "not_allowed", message: cmd};
     }},
@@ -58,19 +66,74 @@ STUB = """
 """ % {"ready_at": READY_AT, "n": EVENTS}
 
 
+# Collects what would otherwise pass silently: uncaught errors, rejected promises, CSP violations.
+WATCH = """
+(() => {
+  window.__errors = [];
+  window.addEventListener("error", (e) => window.__errors.push("error: " + e.message));
+  window.addEventListener("unhandledrejection", (e) => window.__errors.push("rejection: " + JSON.stringify(e.reason)));
+  document.addEventListener("securitypolicyviolation",
+    (e) => window.__errors.push("CSP refused " + e.blockedURI + " (" + e.violatedDirective + ")"));
+})();
+"""
+
+
+def app_csp() -> str:
+    return json.loads(TAURI_CONF.read_text())["app"]["security"]["csp"]
+
+
+def _serve_ui(request) -> None:
+    """iat://app/<file>: the files of ui/, index.html with the app's CSP as a meta tag."""
+    name = request.get_path().lstrip("/") or "index.html"
+    path = (UI / name).resolve()
+    if not path.is_relative_to(UI) or not path.is_file():
+        request.finish_error(GLib.Error.new_literal(GLib.file_error_quark(), f"no {name}", GLib.FileError.NOENT))
+        return
+    data = path.read_bytes()
+    if path.name == "index.html":
+        meta = f'<meta http-equiv="Content-Security-Policy" content="{app_csp()}">'
+        data = data.replace(b"<head>", b"<head>\n  " + meta.encode(), 1)
+    stream = Gio.MemoryInputStream.new_from_bytes(GLib.Bytes.new(data))
+    request.finish(stream, len(data), MIME.get(path.suffix, "application/octet-stream"))
+
+
+_SCHEME_REGISTERED = False
+
+
 class Page:
-    def __init__(self) -> None:
+    """The ui/ page in a WebKitGTK window, with `stub` (a script standing in for window.__TAURI__) run first.
+    `on_message(dict)` receives what the page posts to window.webkit.messageHandlers.iat (JSON text)."""
+
+    def __init__(self, stub: str = STUB, size: tuple[int, int] = (960, 680), on_message=None) -> None:
+        global _SCHEME_REGISTERED
+        if not _SCHEME_REGISTERED:
+            WebKit2.WebContext.get_default().register_uri_scheme(SCHEME, _serve_ui)
+            _SCHEME_REGISTERED = True
         content = WebKit2.UserContentManager()
-        content.add_script(WebKit2.UserScript(
-            STUB, WebKit2.UserContentInjectedFrames.TOP_FRAME, WebKit2.UserScriptInjectionTime.START, None, None))
+        for script in (WATCH, stub):
+            content.add_script(WebKit2.UserScript(script, WebKit2.UserContentInjectedFrames.TOP_FRAME,
+                                                  WebKit2.UserScriptInjectionTime.START, None, None))
+        if on_message is not None:
+            def received(_manager, result) -> None:
+                value = result.get_js_value() if hasattr(result, "get_js_value") else result
+                on_message(json.loads(value.to_string()))
+
+            content.connect("script-message-received::iat", received)
+            content.register_script_message_handler("iat")
         self.view = WebKit2.WebView.new_with_user_content_manager(content)
         # Drawn into the X window (not a GL surface), so the window's pixels can be read back.
         self.view.get_settings().set_hardware_acceleration_policy(WebKit2.HardwareAccelerationPolicy.NEVER)
         self.window = Gtk.Window()
-        self.window.set_default_size(960, 680)
+        self.window.set_default_size(*size)
         self.window.add(self.view)
         self.window.show_all()
-        self.view.load_uri((UI / "index.html").as_uri())
+        self.view.load_uri(f"{SCHEME}://app/index.html")
+
+    def errors(self) -> list[str]:
+        return self.js("window.__errors || []")
+
+    def screenshot(self, path: Path) -> None:
+        self.capture(0, 0, *self.window.get_size()).savev(str(path), "png", [], [])
 
     def pump(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -192,7 +255,9 @@ def main() -> int:
         print("page_check: a live event already replayed is listed once")
 
         check_marker(page)
-        page.capture(0, 0, *page.window.get_size()).savev(str(out / "status-page.png"), "png", [], [])
+        errors = page.errors()
+        assert not errors, f"the page reported errors: {errors}"
+        page.screenshot(out / "status-page.png")
         print(f"page_check: screenshot {out / 'status-page.png'}")
     except AssertionError as e:
         try:
