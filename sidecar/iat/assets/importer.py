@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from iat.assets import repo, store
+from iat.assets.register import write_with_files
 from iat.assets.sniff import ContentMismatch
 from iat.clock import utcnow
 from iat.errors import Forbidden, IATError, InvalidParams, NotFound
@@ -231,30 +232,8 @@ def import_files(handle, paths: Sequence[str], kind: str, recursive: bool, actor
     if problems:
         store.discard(staged)
         raise refuse(problems)
-    try:
-        store.flush(handle.root, [s.temp for s in staged])
-    except BaseException:
-        store.discard(staged)
-        raise
     files = [(s.stored, {"original_name": src.real.name, "source_path": str(src.real)})
              for s, src in zip(staged, sources)]
-    created: list[str] = []
-
-    def write() -> list[tuple[dict, bool]]:
-        store.commit(handle.root, staged, created)
-        rows = repo.import_assets(handle.id, kind, files, utcnow(), actor_id)
-        store.flush_dirs(handle.root, [s.stored.rel_uri for s in staged])
-        return rows
-
-    try:
-        rows = handle.store.write(write)
-    except BaseException:
-        store.discard(staged)  # temps not yet renamed
-        if created:
-            handle.store.write(_remove_unreferenced, handle.id, handle.root, created)
-        raise
+    rows = write_with_files(handle, staged, lambda: repo.import_assets(handle.id, kind, files, utcnow(), actor_id))
     return [(row, dedup, src.path) for (row, dedup), src in zip(rows, sources)]
 
-
-def _remove_unreferenced(project_id: str, root: Path, uris: list[str]) -> list[str]:
-    return store.remove_unreferenced(root, uris, repo.referenced_uris(project_id, uris))

@@ -113,6 +113,22 @@ def import_assets(project_id: str, kind: str, files: Sequence[tuple[StoredFile, 
     return out
 
 
+def insert_derived(project_id: str, outputs: Sequence[tuple[str, StoredFile, dict, int | None]], now: datetime,
+                   event: str, payload: dict, actor_id: str | None = None) -> list[dict]:
+    """Registers the images one piece of work made, each `(kind, stored, metadata, parent)` where `parent` is the
+    index of the output it was made from (None: none): new rows and their derived_from links in bulk, one audit
+    row for the lot. The links need none of insert_link's checks: both ends are rows made here, in this project,
+    and a new row cannot close a cycle."""
+    rows = [_row(project_id, kind, stored, metadata, now) for kind, stored, metadata, _ in outputs]
+    links = [{"id": str(uuid.uuid4()), "project_id": project_id, "parent_asset_id": rows[parent]["id"],
+              "child_asset_id": rows[i]["id"], "link_type": "derived_from", "created_at": now}
+             for i, (_, _, _, parent) in enumerate(outputs) if parent is not None]
+    _insert_many(Asset, rows)
+    _insert_many(AssetLink, links)
+    audit.record(project_id, actor_id, event, {**payload, "asset_ids": [r["id"] for r in rows]})
+    return rows
+
+
 def _insert_many(model, rows: list[dict]) -> None:
     """Inserts rows (dicts with the same keys) through one prepared statement and DB-API executemany, in the
     current transaction. peewee's insert_many renders every value into the SQL text (~0.2 ms a row of assets,

@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from iat.assets import repo as assets_repo
 from iat.assets import store as files
+from iat.assets.register import write_with_files
 from iat.audit import repo as audit
 from iat.clock import utcnow
 from iat.db.migrations import dialect_of
@@ -98,26 +99,14 @@ def correction_for(rules: StyleRules) -> ColorCorrection:
 # --- registering an output ---
 
 
-def _remove_unreferenced(project_id: str, root: Path, uris: list[str]) -> list[str]:
-    return files.remove_unreferenced(root, uris, assets_repo.referenced_uris(project_id, uris))
-
-
 def _register(handle, source: dict, kind: str, data: bytes, operation: str, meta: dict, facts: dict,
               actor_id: str) -> tuple[dict, dict]:
     """Stores `data` (a PNG) as a new asset derived_from `source`: row, link and audit in one transaction."""
     data = add_text(data, {"iat:operation": operation, "iat:source_sha256": source["sha256"] or ""})
     staged = files.stage_bytes(handle.root, data)
-    try:
-        files.flush(handle.root, [staged.temp])  # the data is on disk before any row can name it
-    except BaseException:
-        files.discard([staged])
-        raise
-    created: list[str] = []
     metadata = {"operation": operation, "source_asset_id": source["id"], **meta}
 
-    def write() -> tuple[dict, dict]:
-        files.commit(handle.root, [staged], created)
-        files.flush_dirs(handle.root, [staged.stored.rel_uri])
+    def rows() -> tuple[dict, dict]:
         now = utcnow()
         asset = assets_repo.insert_asset(handle.id, kind, staged.stored, metadata, now, actor_id)
         link = assets_repo.insert_link(handle.id, source["id"], asset["id"], "derived_from", now, actor_id)
@@ -125,13 +114,7 @@ def _register(handle, source: dict, kind: str, data: bytes, operation: str, meta
                      {"source_asset_id": source["id"], "asset_id": asset["id"], "kind": kind, **facts})
         return asset, link
 
-    try:
-        return handle.store.write(write)
-    except BaseException:
-        files.discard([staged])  # a temp not yet renamed
-        if created:
-            handle.store.write(_remove_unreferenced, handle.id, handle.root, created)
-        raise
+    return write_with_files(handle, [staged], rows)
 
 
 # --- the operations ---

@@ -1,10 +1,10 @@
-"""What a finished run leaves for people: its contact sheet (PNG and a self-contained HTML page) and its run log,
-both stored as assets of the run, and a results folder to browse:
+"""What a finished run leaves for people: its contact sheet (PNG and a self-contained HTML page per page of eight
+jobs) and its run log, all stored as assets of the run, and a results folder to browse:
 
     <project>/runs/<run_id>/results/<job_key>/c<index>-<step>.png   every image of every candidate
     <project>/runs/<run_id>/results/<job_key>/c<index>-<step>.json  its JSON sidecar: ids, recipe, metrics
     <project>/runs/<run_id>/results/<job_key>/final.png             the chosen candidate's final image
-    <project>/runs/<run_id>/results/contact_sheet.html|.png, run.jsonl
+    <project>/runs/<run_id>/results/contact_sheet.html|.png (then contact_sheet-2.html|.png ...), run.jsonl
 
 Result images are hard links to the content-addressed files where the filesystem allows (no second copy), else
 copies. The folder is a view: it is rebuilt from the rows whenever a run finishes.
@@ -20,43 +20,69 @@ from typing import TYPE_CHECKING
 
 from iat.assets import repo as assets_repo
 from iat.assets import store as files
+from iat.assets.register import write_with_files
 from iat.clock import format_ts, utcnow
 from iat.pipeline import contact_sheet as sheet
 from iat.pipeline import repo
+
+JOBS_PER_PAGE = 8  # jobs per contact sheet page (a page's PNG is at most ~8 x 16 candidates of thumbnails)
 
 if TYPE_CHECKING:
     from iat.pipeline.runner import _RunWork
 
 
 def finish_run(work: _RunWork, snapshot: dict, status: str) -> dict:
-    """Stores the contact sheet and the run log as assets, builds the results folder; returns their ids and
-    paths for the run's finishing event."""
+    """Stores the contact sheet pages and the run log as assets, builds the results folder; returns their ids and
+    paths for the run's finishing event. Works page by page, reading only a page's rows: a run's size never
+    decides how much memory its end takes."""
     root = work.handle.root
     project_id = work.handle.id
     run = work.read(repo.get_run, project_id, work.run_id)
     order = {job["job_key"]: i for i, job in enumerate(snapshot["jobs"])}
     jobs = sorted(work.read(repo.list_jobs, work.run_id), key=lambda j: order[j["job_key"]])
-    candidates = work.read(repo.list_candidates, [j["id"] for j in jobs])
-    reports = work.read(repo.reports_for, [c["id"] for c in candidates])
-    asset_ids = {a["asset_id"] for c in candidates for a in c["meta_json"].get("assets", [])}
-    assets = work.read(_assets_by_id, project_id, sorted(asset_ids))
-
-    sheet_run = _sheet(run, snapshot, jobs, candidates, reports, assets, status, root)
     work.log.write("finished", status=status)
-    made = {}
-    for key, data, kind, name in (("contact_sheet_asset_id", sheet.render_png(sheet_run), "other", "contact_sheet.png"),
-                                  ("contact_sheet_html_asset_id", sheet.render_html(sheet_run).encode(), "other",
-                                   "contact_sheet.html"),
-                                  ("run_log_asset_id", work.log.read(), "run_log", "run.jsonl")):
-        stored = files.put_bytes(root, data, name=name)
-        row = work.write(assets_repo.insert_asset, project_id, kind, stored,
-                         {"run_id": work.run_id, "role": name.split(".")[0], "file_name": name}, utcnow())
-        made[key] = row["id"]
-        made[key.replace("_asset_id", "_path")] = str(files.abs_path(root, stored.rel_uri))
-    results = _results_folder(work.run_dir / "results", jobs, candidates, reports, assets, snapshot, root, made)
+    results = work.run_dir / "results"
+    shutil.rmtree(results, ignore_errors=True)
+    results.mkdir(parents=True)
+    pages = [jobs[i:i + JOBS_PER_PAGE] for i in range(0, len(jobs), JOBS_PER_PAGE)] or [[]]
+    made: dict = {"contact_sheet_pages": []}
+    for number, page_jobs in enumerate(pages, start=1):
+        candidates = work.read(repo.list_candidates, [j["id"] for j in page_jobs])
+        reports = work.read(repo.reports_for, [c["id"] for c in candidates])
+        asset_ids = {a["asset_id"] for c in candidates for a in c["meta_json"].get("assets", [])}
+        assets = work.read(_assets_by_id, project_id, sorted(asset_ids))
+        sheet_run = _sheet(run, snapshot, page_jobs, candidates, reports, assets, status, root)
+        suffix = "" if number == 1 else f"-{number}"
+        png, html = work.run_dir / f"contact_sheet{suffix}.png", work.run_dir / f"contact_sheet{suffix}.html"
+        sheet.write_contact_sheet(sheet_run, png, html)  # each image read and shrunk once for both
+        page = {}
+        for key, path in (("png", png), ("html", html)):
+            row, where = _store(work, path, "other", {"role": "contact_sheet", "page": number,
+                                                       "pages": len(pages)})
+            page[f"{key}_asset_id"], page[f"{key}_path"] = row["id"], where
+            _place(Path(where), results / path.name)
+        made["contact_sheet_pages"].append(page)
+        _place_results(results, page_jobs, candidates, reports, assets, root)
+    first = made["contact_sheet_pages"][0]
+    made.update({"contact_sheet_asset_id": first["png_asset_id"], "contact_sheet_path": first["png_path"],
+                 "contact_sheet_html_asset_id": first["html_asset_id"],
+                 "contact_sheet_html_path": first["html_path"]})
+    row, where = _store(work, work.log.path, "run_log", {"role": "run_log"})
+    made["run_log_asset_id"], made["run_log_path"] = row["id"], where
+    _place(Path(where), results / "run.jsonl")
+    (results / "README.txt").write_text(f"Results of run {work.run_id}, made {format_ts(utcnow())}. Open "
+                                        "contact_sheet.html; each <job>/final.png is the chosen image.\n")
     made["results_dir"] = str(results)
-    work.log.path.unlink(missing_ok=True)  # kept as the run_log asset
     return made
+
+
+def _store(work: _RunWork, path: Path, kind: str, metadata: dict) -> tuple[dict, str]:
+    """A file the run made, stored as an asset of the run (the working file goes: the asset is the copy kept)."""
+    staged = files.stage_file(work.handle.root, path)
+    row = write_with_files(work.handle, [staged], lambda: assets_repo.insert_asset(
+        work.handle.id, kind, staged.stored, {"run_id": work.run_id, "file_name": path.name, **metadata}, utcnow()))
+    path.unlink()
+    return row, str(files.abs_path(work.handle.root, staged.stored.rel_uri))
 
 
 def _assets_by_id(project_id: str, ids: list[str]) -> dict[str, dict]:
@@ -90,7 +116,11 @@ def _sheet(run: dict, snapshot: dict, jobs: list[dict], candidates: list[dict], 
             made = cand["meta_json"].get("assets", [])
             stages = [(a["step"], assets[a["asset_id"]]["storage_uri"]) for a in made
                       if a["step"] in snapshot["stages"]]
-            final = assets.get(cand["final_asset_id"]) if cand["final_asset_id"] else None
+            # The final's thumbnail is drawn from the image it was upscaled from: the same picture, a quarter of
+            # the pixels to decode at 2x.
+            shown = next((a["asset_id"] for a, b in zip(made, made[1:]) if b["step"] == "upscale"
+                          and b["asset_id"] == cand["final_asset_id"]), cand["final_asset_id"])
+            final = assets.get(shown) if shown else None
             report = reports.get(cand["id"])
             cands.append(sheet.SheetCandidate(
                 index=cand["candidate_index"], seed=cand["meta_json"].get("seed"), status=cand["status"],
@@ -112,10 +142,9 @@ def _place(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _results_folder(folder: Path, jobs: list[dict], candidates: list[dict], reports: dict, assets: dict,
-                    snapshot: dict, root: Path, made: dict) -> Path:
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+def _place_results(folder: Path, jobs: list[dict], candidates: list[dict], reports: dict, assets: dict,
+                   root: Path) -> None:
+    """Each image of the jobs' candidates with its JSON sidecar, and each job's final.png."""
     by_job: dict[str, list[dict]] = {}
     for cand in candidates:
         by_job.setdefault(cand["job_id"], []).append(cand)
@@ -137,9 +166,3 @@ def _results_folder(folder: Path, jobs: list[dict], candidates: list[dict], repo
         if job["final_asset_id"]:
             final = assets[job["final_asset_id"]]
             _place(files.abs_path(root, final["storage_uri"]), folder / job["job_key"] / "final.png")
-    for key, name in (("contact_sheet_path", "contact_sheet.png"), ("contact_sheet_html_path", "contact_sheet.html"),
-                      ("run_log_path", "run.jsonl")):
-        _place(Path(made[key]), folder / name)
-    (folder / "README.txt").write_text(f"Results of run {jobs[0]['run_id'] if jobs else ''}, made {format_ts(utcnow())}."
-                                       " Open contact_sheet.html; each <job>/final.png is the chosen image.\n")
-    return folder

@@ -31,6 +31,7 @@ from filelock import FileLock, Timeout
 
 from iat.assets import repo as assets_repo
 from iat.assets import store as files
+from iat.assets.register import write_with_files
 from iat.audit import repo as audit
 from iat.clock import utcnow
 from iat.engines.base import Cancelled as EngineCancelled
@@ -278,28 +279,18 @@ class _RunWork:
         self._record(job_row, job, work)
 
     def _record(self, job_row: dict, job: dict, work: CandidateWork) -> None:
-        root = self.handle.root
-        staged = [files.stage_bytes(root, out.data) for out in work.outputs]
-        try:
-            files.flush(root, [s.temp for s in staged])
-            files.commit(root, staged)
-        except BaseException:
-            files.discard(staged)
-            raise
-        files.flush_dirs(root, [s.stored.rel_uri for s in staged])
+        staged = [files.stage_bytes(self.handle.root, out.data) for out in work.outputs]
         project_id = self.handle.id
         hard, soft = work.qa["hard_failures"], work.qa["soft_warnings"]
         status = "failed_output_guard" if hard else "done"
 
         def commit() -> dict:
             now = utcnow()
-            rows: list[dict] = []
-            for out, file in zip(work.outputs, staged):
-                meta = {"run_id": self.run_id, "job_id": job_row["id"], "job_key": job["job_key"],
-                        "candidate_index": work.index, "step": out.step, **out.meta}
-                rows.append(assets_repo.insert_asset(project_id, out.kind, file.stored, meta, now))
-                if out.parent is not None:
-                    assets_repo.insert_link(project_id, rows[out.parent]["id"], rows[-1]["id"], "derived_from", now)
+            where = {"run_id": self.run_id, "job_id": job_row["id"], "job_key": job["job_key"],
+                     "candidate_index": work.index}
+            rows = assets_repo.insert_derived(project_id, [
+                (out.kind, file.stored, {**where, "step": out.step, **out.meta}, out.parent)
+                for out, file in zip(work.outputs, staged)], now, "run.candidate_recorded", where)
             meta = {**work.meta, "assets": [{"step": o.step, "asset_id": r["id"]} for o, r in zip(work.outputs, rows)],
                     "quality_score": work.qa["quality_score"]}
             return repo.insert_candidate(project_id, self.run_id, job_row["id"], {
@@ -308,7 +299,7 @@ class _RunWork:
                 "rank_soft_warnings": soft, "rank_avg_chroma_exceed": work.qa["avg_chroma_exceed"],
                 "meta_json": meta}, work.qa, now)
 
-        row = self.write(commit)
+        row = write_with_files(self.handle, staged, commit)
         self.log.write("candidate", job_key=job["job_key"], candidate_index=work.index, seed=work.seed,
                        status=status, hard_failures=hard, soft_warnings=soft, candidate_id=row["id"],
                        final_asset_id=row["final_asset_id"])
