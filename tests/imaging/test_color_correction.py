@@ -124,7 +124,14 @@ def test_bad_options_are_refused():
     with pytest.raises(ValidationError):
         ColorCorrection(palette=["#12345z"])
     with pytest.raises(ValidationError):
-        ColorCorrection(max_chroma=0)
+        ColorCorrection(max_chroma=-0.01)
+
+
+def test_a_chroma_limit_of_zero_leaves_greys():
+    """A style guide may ask for greys only (max_chroma 0): the correction gives them, not an error."""
+    rgb = (np.random.default_rng(1).random((32, 32, 3)) * 255).astype(np.uint8)
+    out, _ = correct_colors(Image.fromarray(rgb), ColorCorrection(max_chroma=0))
+    assert float(chroma(srgb8_to_oklab(np.asarray(out)).reshape(-1, 3)).max()) < 1e-4
     with pytest.raises(ValidationError):
         ColorCorrection(white_balance="auto")
     assert hex_to_oklab(["#fff"]).shape == (1, 3)

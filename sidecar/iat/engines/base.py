@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
+from iat.cancel import Cancelled, check_cancel
 from iat.errors import EngineError, InvalidParams
 
 __all__ = ["Cancelled", "EngineError", "EngineResult", "EngineStatus", "ImageEngine", "Op", "check_cancel",
@@ -32,10 +33,6 @@ __all__ = ["Cancelled", "EngineError", "EngineResult", "EngineStatus", "ImageEng
 
 Op = Literal["remove_background", "upscale"]
 OPS: tuple[str, ...] = ("remove_background", "upscale")
-
-
-class Cancelled(Exception):
-    """Raised by an engine that saw its cancel event set; nothing was written to `dst`."""
 
 
 @dataclass(frozen=True)
@@ -61,12 +58,6 @@ class ImageEngine(Protocol):
 
     def process(self, src: Path, dst: Path, options: dict[str, Any], *,
                 cancel: threading.Event | None = None) -> EngineResult: ...
-
-
-def check_cancel(cancel: threading.Event | None) -> None:
-    """Raises Cancelled when the event is set; engines call it between their steps."""
-    if cancel is not None and cancel.is_set():
-        raise Cancelled()
 
 
 def parse_options(model: type[BaseModel], options: dict[str, Any] | None, engine: str) -> BaseModel:

@@ -36,7 +36,7 @@ class ColorCorrection(BaseModel):
 
     palette: list[str] = Field(default_factory=list, max_length=64, description="hex colours; empty: no matching")
     palette_strength: float = Field(0.3, ge=0, le=1, description="0 keeps hues, 1 snaps (a, b) to the palette")
-    max_chroma: float | None = Field(None, gt=0, le=0.5, description="OKLab chroma limit; None: no clamp")
+    max_chroma: float | None = Field(None, ge=0, le=0.5, description="OKLab chroma limit (0: greys only); None: no clamp")
     white_balance: Literal["none", "gray_world", "white_patch"] = "gray_world"
     white_balance_strength: float = Field(1.0, ge=0, le=1)
     max_gain: float = Field(1.5, ge=1, le=4, description="bound on each channel's white-balance gain")

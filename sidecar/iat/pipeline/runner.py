@@ -33,15 +33,14 @@ from iat.assets import repo as assets_repo
 from iat.assets import store as files
 from iat.assets.register import write_with_files
 from iat.audit import repo as audit
+from iat.cancel import Cancelled
 from iat.clock import utcnow
-from iat.engines.base import Cancelled as EngineCancelled
 from iat.errors import IATError
 from iat.pipeline import ranking, repo
 from iat.knowledge.rules import parse_rules
 from iat.pipeline.candidate import CandidateWork, Tools, run_candidate
 from iat.pipeline.post import mark_near_duplicates
 from iat.pipeline.runlog import RunLog
-from iat.providers.base import Cancelled as ProviderCancelled
 
 if TYPE_CHECKING:
     from iat.app import App
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNS_DIR = "runs"
-_CANCELLED = (ProviderCancelled, EngineCancelled)
 
 
 class _Stopped(Exception):
@@ -265,7 +263,7 @@ class _RunWork:
 
         try:
             work = run_candidate(snapshot, job, index, tools, workdir, cancel=self.cancel, progress=progress)
-        except (_Stopped, *_CANCELLED):
+        except (_Stopped, Cancelled):
             raise _Stopped() from None
         except IATError as exc:  # the provider or an engine refused: a failed candidate, recorded once
             self._record_failure(job_row, job, index, exc.to_object()["data"] | {"message": exc.message})

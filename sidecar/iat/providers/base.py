@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal, Mapping, Protocol, runtime_checkable
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from iat.cancel import Cancelled, check_cancel  # noqa: F401 - part of the provider interface
 from iat.errors import InvalidParams
 
 Mode = Literal["text2img", "img2img"]
@@ -142,10 +143,6 @@ class GenerateResult:
     usage: dict[str, Any] = field(default_factory=dict)  # at least "units" and "cost_usd"
 
 
-class Cancelled(Exception):
-    """The caller's cancel event was set; raised between steps, never half-way through writing a result."""
-
-
 @runtime_checkable
 class ImageProvider(Protocol):
     code: ClassVar[str]
@@ -160,11 +157,6 @@ class ImageProvider(Protocol):
 
     def generate(self, request: GenerateRequest, *, cancel: threading.Event | None = None) -> GenerateResult:
         ...
-
-
-def check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled("generation cancelled")
 
 
 def encode_png(image: Any, *, text: Mapping[str, str] | None = None, compress_level: int = 6) -> bytes:
