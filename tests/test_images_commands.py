@@ -371,7 +371,7 @@ def test_reports_about_one_asset_are_found_on_sqlite_and_postgresql(store):
     from iat.assets import repo as assets_repo
     from iat.assets.store import StoredFile
     from iat.clock import utcnow
-    from iat.images.service import _reports_page
+    from iat.pipeline.repo import list_reports
     from iat.pipeline import repo as pipeline_repo
     from iat.projects import repo as projects
 
@@ -401,11 +401,11 @@ def test_reports_about_one_asset_are_found_on_sqlite_and_postgresql(store):
         return made
 
     made = store.write(reports)
-    found = {key: [r["id"] for r in store.read(_reports_page, pid, None, None, key, None, 10, None)[0]]
+    found = {key: [r["id"] for r in store.read(list_reports, pid, None, None, None, 10, None, key)[0]]
              for key in (one, two, str(uuid.uuid4()))}
     assert found[one] == [made["one"], made["run"]] and found[two] == [made["two"]]
     assert list(found.values())[2] == []
-    assert len(store.read(_reports_page, pid, None, None, None, None, 10, None)[0]) == 4
+    assert len(store.read(list_reports, pid, None, None, None, 10, None)[0]) == 4
 
 
 # --- the REST routes, through the real HTTP transport ---

@@ -29,7 +29,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from peewee import SQL, NodeList, fn
 from pydantic import ValidationError
 
 from iat.assets import repo as assets_repo
@@ -37,8 +36,6 @@ from iat.assets import store as files
 from iat.assets.register import write_with_files
 from iat.audit import repo as audit
 from iat.clock import utcnow
-from iat.db.migrations import dialect_of
-from iat.db.models import QualityReport, RunCandidate
 from iat.engines.chain import remove_background as run_chain
 from iat.errors import EngineError, InvalidParams, NotFound
 from iat.imaging.color import ColorCorrection, correct_colors
@@ -47,7 +44,6 @@ from iat.imaging.pngtext import add_text
 from iat.imaging.quality import check_image
 from iat.knowledge import repo as knowledge_repo
 from iat.knowledge.rules import StyleRules, parse_rules
-from iat.pagination import keyset_page
 from iat.pipeline import repo as pipeline_repo
 from iat.pipeline.service import DEFAULT_ENGINES
 from iat.projects.repo import get_project
@@ -234,33 +230,8 @@ def quality_check(app, slug: str, asset_id: str, guide_id: str | None, time_of_d
     return row
 
 
-def _summary_asset_id():
-    """`summary_json.asset_id` as SQL text, per dialect: json_extract on SQLite (TEXT), ->> on PostgreSQL (JSONB)."""
-    if dialect_of(QualityReport._meta.database) == "postgres":
-        return NodeList((QualityReport.summary_json, SQL("->> 'asset_id'")))
-    return fn.json_extract(QualityReport.summary_json, "$.asset_id")
-
-
-def _reports_page(project_id: str, run_id: str | None, candidate_id: str | None, asset_id: str | None,
-                  report_type: str | None, limit: int, cursor: str | None) -> tuple[list[dict], str | None]:
-    if asset_id is None:
-        return pipeline_repo.list_reports(project_id, run_id, candidate_id, report_type, limit, cursor)
-    # The reports about one asset: quality.check's (summary_json.asset_id) and a run's reports on the candidate
-    # whose final asset it is (what a run's guard judged; human_review reports of that candidate too).
-    judged = RunCandidate.select(RunCandidate.id).where(RunCandidate.final_asset_id == asset_id)
-    query = QualityReport.select().where((QualityReport.project_id == project_id)
-                                         & ((_summary_asset_id() == asset_id)
-                                            | QualityReport.candidate_id.in_(judged)))
-    if run_id is not None:
-        query = query.where(QualityReport.run_id == run_id)
-    if candidate_id is not None:
-        query = query.where(QualityReport.candidate_id == candidate_id)
-    if report_type is not None:
-        query = query.where(QualityReport.report_type == report_type)
-    return keyset_page(query, QualityReport, limit, cursor)
-
-
 def list_reports(app, slug: str, run_id: str | None, candidate_id: str | None, asset_id: str | None,
                  report_type: str | None, limit: int, cursor: str | None) -> tuple[list[dict], str | None]:
     handle = app.projects.open(slug)
-    return handle.store.read(_reports_page, handle.id, run_id, candidate_id, asset_id, report_type, limit, cursor)
+    return handle.store.read(pipeline_repo.list_reports, handle.id, run_id, candidate_id, report_type, limit, cursor,
+                             asset_id)

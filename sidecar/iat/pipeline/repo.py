@@ -13,7 +13,10 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
+from peewee import SQL, NodeList, fn
+
 from iat.audit import repo as audit
+from iat.db.migrations import dialect_of
 from iat.db.models import QualityReport, Run, RunCandidate, RunJob
 from iat.errors import Conflict, NotFound
 from iat.pagination import keyset_page
@@ -180,8 +183,13 @@ def update_report(report_id: str, summary: dict) -> None:
 
 
 def list_reports(project_id: str, run_id: str | None, candidate_id: str | None, report_type: str | None,
-                 limit: int, cursor: str | None) -> tuple[list[dict], str | None]:
+                 limit: int, cursor: str | None, asset_id: str | None = None) -> tuple[list[dict], str | None]:
+    """A page of reports newest first. With `asset_id`: the reports about that asset, quality.check's
+    (summary_json.asset_id) and a run's on the candidate whose final asset it is (its guard's and human_review)."""
     query = QualityReport.select().where(QualityReport.project_id == project_id)
+    if asset_id is not None:
+        judged = RunCandidate.select(RunCandidate.id).where(RunCandidate.final_asset_id == asset_id)
+        query = query.where((_summary_asset_id() == asset_id) | QualityReport.candidate_id.in_(judged))
     if run_id is not None:
         query = query.where(QualityReport.run_id == run_id)
     if candidate_id is not None:
@@ -189,3 +197,10 @@ def list_reports(project_id: str, run_id: str | None, candidate_id: str | None, 
     if report_type is not None:
         query = query.where(QualityReport.report_type == report_type)
     return keyset_page(query, QualityReport, limit, cursor)
+
+
+def _summary_asset_id():
+    """`summary_json.asset_id` as SQL text, per dialect: json_extract on SQLite (TEXT), ->> on PostgreSQL (JSONB)."""
+    if dialect_of(QualityReport._meta.database) == "postgres":
+        return NodeList((QualityReport.summary_json, SQL("->> 'asset_id'")))
+    return fn.json_extract(QualityReport.summary_json, "$.asset_id")
