@@ -54,20 +54,14 @@ SHOTS = [
 def run_demo(home: str | None, quick: bool = False) -> int:
     """The demo; `quick`: two shots (one a cut-out) of two candidates, for smoke tests of a build."""
     from iat.app import App
-    from iat.context import Session
     from iat.errors import IATError
-    from iat.pipeline.console import Follower, print_results
-    from iat.rpc.protocol import Dispatcher
+    from iat.pipeline.console import local_caller, start_and_follow
     from iat.settings import Settings
 
     keep = tempfile.mkdtemp(prefix="iat-demo-") if home is None else home
     settings = Settings.from_env(home=Path(keep).resolve())
     app = App(settings)
-    dispatcher = Dispatcher(app)
-    session = Session("demo", authenticated=True)
-
-    def call(method: str, **params):
-        return dispatcher.call(method, params, session)
+    call = local_caller(app)
 
     try:
         print(f"IAT Toolkit demo: a six-shot comic, offline. Data in {settings.home}\n")
@@ -85,15 +79,8 @@ def run_demo(home: str | None, quick: bool = False) -> int:
               f"{sum(1 for s in SHOTS if s.get('cutout'))} cut-outs; preview renderer, key background removal, "
               "colour correction, 2x upscale, QA guard\n")
         shots, k = ([SHOTS[1], SHOTS[4]], 2) if quick else (SHOTS, CANDIDATES)
-        follower = Follower(app, len(shots) * k)
-        run = call("runs.start", slug=SLUG, shots=shots, candidates=k, upscale_factor=2, seed=2026)
-        follower.follow(run["id"])
-        finished = follower.wait()
-        if finished is None:
-            print("the run did not finish", file=sys.stderr)
-            return 1
-        print_results(call, SLUG, run["id"], finished)
-        return 0 if finished["status"] == "done" else 1
+        return start_and_follow(app, call, {"slug": SLUG, "shots": shots, "candidates": k, "upscale_factor": 2,
+                                            "seed": 2026})
     except IATError as exc:
         print(f"demo failed: {exc.name}: {exc.message}", file=sys.stderr)
         return 1

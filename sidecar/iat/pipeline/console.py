@@ -93,13 +93,36 @@ def print_results(call, slug: str, run_id: str, finished: dict, out: TextIO = sy
     print(f"every image:   {results}/<job>/c<candidate>-<step>.png, each with a .json sidecar", file=out)
 
 
+def local_caller(app: App):
+    """call(method, **params) through the same dispatcher and validation the transports use."""
+    from iat.context import Session
+    from iat.rpc.protocol import Dispatcher
+
+    dispatcher = Dispatcher(app)
+    session = Session("console", authenticated=True)
+    return lambda method, **params: dispatcher.call(method, params, session)
+
+
+def start_and_follow(app: App, call, params: dict) -> int:
+    """runs.start with `params`, the progress bar until it ends, then where everything is; the exit code."""
+    follower = Follower(app, 0)  # subscribed before the start: no event is missed
+    run = call("runs.start", **params)
+    snapshot = run["settings_snapshot_json"]
+    follower.total = len(snapshot["jobs"]) * snapshot["candidates"]
+    follower.follow(run["id"])
+    finished = follower.wait()
+    if finished is None:
+        print("the run stopped before it finished; it resumes on the next start", file=sys.stderr)
+        return 1
+    print_results(call, params["slug"], run["id"], finished)
+    return 0 if finished["status"] == "done" else 1
+
+
 def run_from_cli(args, settings) -> int:
     """`iat-sidecar run`: the shot list through runs.start in this process, followed to its end."""
     from pathlib import Path
 
-    from iat.context import Session
     from iat.errors import IATError
-    from iat.rpc.protocol import Dispatcher
 
     try:
         shots_csv = Path(args.shots).read_text(encoding="utf-8")
@@ -107,12 +130,6 @@ def run_from_cli(args, settings) -> int:
         print(f"cannot read the shot list {args.shots}: {exc}", file=sys.stderr)
         return 2
     app = App(settings)
-    dispatcher = Dispatcher(app)
-    session = Session("cli", authenticated=True)
-
-    def call(method: str, **params):
-        return dispatcher.call(method, params, session)
-
     params = {"slug": args.project, "shots_csv": shots_csv, "candidates": args.candidates, "provider": args.provider,
               "color_correct": not args.no_color_correct}
     for key, value in (("stages", args.stages.split(",") if args.stages else None), ("seed", args.seed),
@@ -120,17 +137,8 @@ def run_from_cli(args, settings) -> int:
         if value is not None:
             params[key] = value
     try:
-        follower = Follower(app, 0)
-        run = call("runs.start", **params)
-        follower.total = len(run["settings_snapshot_json"]["jobs"]) * args.candidates
-        follower.follow(run["id"])
-        print(f"run {run['id']} in {settings.home / 'projects' / args.project}", file=sys.stderr)
-        finished = follower.wait()
-        if finished is None:
-            print("the run stopped before it finished; it resumes on the next start", file=sys.stderr)
-            return 1
-        print_results(call, args.project, run["id"], finished)
-        return 0 if finished["status"] == "done" else 1
+        print(f"running {args.shots} in {settings.home / 'projects' / args.project}", file=sys.stderr)
+        return start_and_follow(app, local_caller(app), params)
     except IATError as exc:
         print(f"{exc.name}: {exc.message}", file=sys.stderr)
         return 2
