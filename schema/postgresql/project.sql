@@ -429,6 +429,8 @@ CREATE INDEX ix_agent_instruction_events_instruction_created ON public.agent_ins
 
 CREATE INDEX ix_agent_instructions_project_status ON public.agent_instructions USING btree (project_id, status, priority, created_at DESC);
 
+CREATE INDEX ix_asset_links_project_child ON public.asset_links USING btree (project_id, child_asset_id);
+
 CREATE INDEX ix_assets_project_created ON public.assets USING btree (project_id, created_at DESC, id DESC);
 
 CREATE INDEX ix_assets_project_kind_created ON public.assets USING btree (project_id, kind, created_at DESC);

@@ -323,3 +323,5 @@ CREATE INDEX ix_assets_project_created ON assets (project_id, created_at DESC, i
 CREATE INDEX ix_audit_events_project_created ON audit_events (project_id, created_at DESC, id DESC);
 
 CREATE INDEX ix_assets_project_kind_created_id ON assets (project_id, kind, created_at DESC, id DESC);
+
+CREATE INDEX ix_asset_links_project_child ON asset_links (project_id, child_asset_id);

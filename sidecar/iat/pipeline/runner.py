@@ -295,7 +295,7 @@ class _RunWork:
                 "candidate_index": work.index, "status": status, "output_asset_id": rows[work.output_index]["id"],
                 "final_asset_id": rows[work.final_index]["id"], "rank_hard_failures": hard,
                 "rank_soft_warnings": soft, "rank_avg_chroma_exceed": work.qa["avg_chroma_exceed"],
-                "meta_json": meta}, work.qa, now)
+                "meta_json": meta}, {**work.qa, "asset_id": rows[work.final_index]["id"]}, now)
 
         row = write_with_files(self.handle, staged, commit)
         self.log.write("candidate", job_key=job["job_key"], candidate_index=work.index, seed=work.seed,
