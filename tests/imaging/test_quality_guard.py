@@ -142,16 +142,24 @@ def test_near_duplicate_by_phash(clean):
 
 
 def test_thresholds_override_and_document_their_defaults(clean):
-    strict = QAThresholds(min_contrast=0.5, exposure={"day": (0.1, 0.2)})
+    strict = QAThresholds(min_contrast=0.5, exposure={"day": [0.2, 0.1]})
     report = check_image(clean, thresholds=strict, time_of_day="day")
     assert _failed(report) == {"contrast": "soft", "exposure": "soft"}
-    assert strict.exposure["night"] == DEFAULT_EXPOSURE["night"]   # unset times keep their defaults
+    assert strict.exposure["day"] == [0.1, 0.2]   # a pair in either order, kept low first
+    assert strict.exposure["night"] == list(DEFAULT_EXPOSURE["night"])   # unset times keep their defaults
     schema = QAThresholds.model_json_schema()
     assert all(prop.get("description") for prop in schema["properties"].values())
-    with pytest.raises(ValueError):
-        QAThresholds(exposure={"day": (0.9, 0.1)})
-    with pytest.raises(ValueError):
-        QAThresholds(unknown=1)
+    # Equal bounds are a range of one lightness: the check warns about anything else.
+    point = QAThresholds(exposure={"day": [0.5, 0.5]})
+    exposure = check_image(clean, thresholds=point, time_of_day="day").check("exposure")
+    assert exposure["threshold"] == [0.5, 0.5] and not exposure["passed"]
+    # Strict as the schema states: a number is a JSON number, the range two of them within 0..1.
+    for bad in ({"unknown": 1}, {"duplicate_max_distance": False}, {"duplicate_max_distance": "6"},
+                {"min_contrast": "0.5"}, {"exposure": {"day": [0.1]}}, {"exposure": {"day": [0.1, 1.5]}},
+                {"exposure": {"noon": [0.1, 0.2]}}, {"exposure": {"day": ["0.1", 0.2]}}):
+        with pytest.raises(ValueError):
+            QAThresholds.model_validate(bad)
+    assert QAThresholds.model_validate({"duplicate_max_distance": 3.0}).duplicate_max_distance == 3
 
 
 def test_report_is_deterministic_and_serialisable(clean):

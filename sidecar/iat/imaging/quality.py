@@ -39,15 +39,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Literal
+from typing import Annotated, Any, Iterable, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from iat.errors import InvalidParams
 from iat.imaging.io import ImageSource, open_image, to_arrays
 from iat.imaging.oklab import chroma, hex_to_oklab, srgb8_to_oklab
 from iat.imaging.phash import hamming, phash
+from iat.knowledge.rules import json_integer
 
 TimeOfDay = Literal["dawn", "day", "dusk", "night"]
 
@@ -60,11 +61,17 @@ DEFAULT_EXPOSURE: dict[str, tuple[float, float]] = {
 }
 
 
+# An exposure range: two mean OKLab lightnesses, in either order (kept low first). Equal bounds are a range of one
+# lightness: the soft exposure check then passes only an image of exactly that mean lightness.
+ExposureRange = Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=2, max_length=2)]
+
+
 class QAThresholds(BaseModel):
     """Thresholds of the QA guard, with their defaults. A style guide's QA block overrides any of them by name;
     these names and meanings are stable (stored with every quality report)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict, as the style rules holding it are (iat.knowledge.rules): a number must be a JSON number.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     size_tolerance: float = Field(0.0, ge=0, le=1, description="relative deviation of width and height allowed "
                                   "from the expected size")
@@ -86,20 +93,19 @@ class QAThresholds(BaseModel):
                                        "chroma limit")
     max_palette_distance: float = Field(0.12, gt=0, le=2, description="most mean OKLab distance to the nearest "
                                         "palette colour")
-    exposure: dict[TimeOfDay, tuple[float, float]] = Field(
-        default_factory=lambda: dict(DEFAULT_EXPOSURE),
-        description="mean OKLab L range per time of day; missing times keep their defaults")
+    exposure: dict[TimeOfDay, ExposureRange] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_EXPOSURE.items()},
+        description="mean OKLab L range [low, high] per time of day (0..1; given in either order, kept low first; "
+                    "equal bounds pass only that lightness); missing times keep their defaults")
     min_contrast: float = Field(0.06, ge=0, le=1, description="least standard deviation of OKLab L")
-    duplicate_max_distance: int = Field(6, ge=0, le=64, description="pHash Hamming distance at or below which "
-                                        "two images are near-duplicates")
+    duplicate_max_distance: Annotated[int, Field(ge=0, le=64), BeforeValidator(json_integer)] = Field(
+        6, description="pHash Hamming distance at or below which two images are near-duplicates")
 
     @field_validator("exposure")
     @classmethod
-    def _exposure(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-        for key, (lo, hi) in v.items():
-            if not 0 <= lo < hi <= 1:
-                raise ValueError(f"exposure range for {key} must satisfy 0 <= low < high <= 1")
-        return {**DEFAULT_EXPOSURE, **v}
+    def _exposure(cls, v: dict[str, list[float]]) -> dict[str, list[float]]:
+        # A pair's order carries no meaning the schema could check, so it is not a reason to refuse: low first.
+        return {**{k: list(r) for k, r in DEFAULT_EXPOSURE.items()}, **{k: sorted(r) for k, r in v.items()}}
 
 
 @dataclass

@@ -36,13 +36,13 @@ HexColor = Annotated[
 ]
 
 
-def _json_integer(value: Any) -> Any:
+def json_integer(value: Any) -> Any:
     # JSON Schema counts 3056.0 as an integer; a string or a boolean is not one (the models are strict).
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-JsonInt = Annotated[int, BeforeValidator(_json_integer)]
-Kelvin = Annotated[int, Field(ge=1000, le=40000), BeforeValidator(_json_integer)]
+JsonInt = Annotated[int, BeforeValidator(json_integer)]
+Kelvin = Annotated[int, Field(ge=1000, le=40000), BeforeValidator(json_integer)]
 
 # A provider parameter: a JSON scalar (steps, cfg, strength, sampler name, a flag).
 ParamValue = int | float | str | bool
@@ -95,7 +95,7 @@ class Size(_Rules):
         if isinstance(data, dict) and "aspect" in data:
             data = dict(data)
             given = data.pop("aspect")
-            width, height = _json_integer(data.get("width", 768)), _json_integer(data.get("height", 512))
+            width, height = json_integer(data.get("width", 768)), json_integer(data.get("height", 512))
             if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
                 if given != _ratio(width, height):
                     raise ValueError(f"aspect {given!r} does not match {width}x{height} "
