@@ -138,6 +138,18 @@ BAD_REQUESTS = [
     ({"shots_csv": "job_key,scene,cutout\na,b,perhaps\n"}, "line 2"),
     ({"shots": SHOTS, "shots_csv": "job_key,scene\na,b\n"}, "not both"),
     ({"shots": SHOTS, "background_engines": ["lanczos"]}, "lanczos"),
+    # Neither form, or both null: the schema's oneOf says the same.
+    ({}, "neither was given"),
+    ({"shots": None, "shots_csv": None}, "neither was given"),
+    # JSON types as the schema states them: no coercion of 0, "yes", "4" or 1.
+    ({"shots": [{**SHOTS[0], "cutout": 0}]}, "cutout"),
+    ({"shots": [{**SHOTS[0], "cutout": "yes"}]}, "cutout"),
+    ({"shots": SHOTS, "candidates": "4"}, "candidates"),
+    ({"shots": SHOTS, "seed": "7"}, "seed"),
+    ({"shots": SHOTS, "color_correct": 1}, "color_correct"),
+    # Character codes have the characters' pattern and come once per shot (uniqueItems).
+    ({"shots": [{**SHOTS[0], "characters": ["Mira"]}]}, "characters"),
+    ({"shots": [{**SHOTS[0], "characters": ["mira", "mira"]}]}, "named twice"),
 ]
 
 
@@ -150,6 +162,14 @@ def test_a_bad_shot_list_is_refused_whole_and_writes_nothing(app: App, studio: C
         assert expected in err.message + json.dumps(err.details), (expected, err.message, err.details)
     assert studio.call("runs.list", slug="alpha")["items"] == []
     assert studio.call("audit.list", slug="alpha", limit=500)["items"] == before
+
+
+def test_numbers_and_nulls_are_read_as_the_schema_reads_them(app: App, studio: Client):
+    # 2.0 is a JSON Schema integer; a null optional field is the same as leaving it out.
+    planned = studio.call("runs.plan", slug="alpha", shots=SHOTS, shots_csv=None, candidates=2.0, seed=7.0,
+                          stages=None, upscale_factor=None)
+    assert planned["run"]["settings_snapshot_json"]["candidates"] == 2
+    assert planned["run"]["settings_snapshot_json"]["seed"] == 7
 
 
 def test_csv_shot_list_is_read_with_its_columns(app: App, studio: Client):

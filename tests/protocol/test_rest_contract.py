@@ -322,3 +322,27 @@ def test_s3_settings_round_trip_within_the_schema(web, proto, project):
     resp = web.http("PUT", f"/api/projects/{slug}/storage", {"s3_enabled": False, "s3_bucket": None})
     assert resp.status == 200 and resp.json["s3_bucket"] is None
     assert json.dumps(resp.json).count("pw") == 0
+
+
+def test_candidates_take_exactly_one_of_run_id_and_job_id_as_documented(web, proto, doc, project):
+    slug = project["slug"]
+    (query,) = [p for p in operation(doc, "GET", f"/api/projects/{slug}/candidates")["parameters"]
+                if p["in"] == "query"]
+    assert query["style"] == "form" and query["explode"] and len(query["schema"]["oneOf"]) == 2
+    some = "2e44dbca-d038-44c6-8763-0bd0e6bdf3ce"
+    for refused in ("", f"?run_id={some}&job_id={some}"):
+        proto.http_error(web.http("GET", f"/api/projects/{slug}/candidates{refused}"), 422, name="invalid_params")
+    for one in (f"?run_id={some}", f"?job_id={some}"):  # well formed: no such run or job here
+        proto.http_error(web.http("GET", f"/api/projects/{slug}/candidates{one}"), 404, name="not_found")
+
+
+def test_a_run_body_is_required_and_typed_strictly(web, proto, doc, project):
+    slug = project["slug"]
+    assert operation(doc, "POST", f"/api/projects/{slug}/runs")["requestBody"]["required"] is True
+    shot = {"job_key": "a", "scene": "a street"}
+    for bad in (None, {}, {"shots": [{**shot, "cutout": 0}]}, {"shots": [shot], "candidates": "2"},
+                {"shots": [shot], "provider": "nope"}):
+        proto.http_error(web.http("POST", f"/api/projects/{slug}/runs/plan", bad), 422, name="invalid_params")
+    resp = web.http("POST", f"/api/projects/{slug}/runs/plan", {"shots": [{**shot, "cutout": True}],
+                                                               "shots_csv": None, "candidates": 1})
+    assert resp.status == 200, resp.body

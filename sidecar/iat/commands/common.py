@@ -70,3 +70,20 @@ class PageParams(ProjectRef):
 
 class Page(Result):
     next_cursor: str | None
+
+
+def exactly_one_of(*names: str) -> dict:
+    """JSON Schema saying "exactly one of `names` is given", a null counting as not given (for a params model's
+    `json_schema_extra`; the model checks the same with `require_exactly_one`)."""
+    return {"oneOf": [{"required": [name],
+                       "properties": {other: {"not": {"type": "null"}} if other == name else {"type": "null"}
+                                      for other in names}}
+                      for name in names]}
+
+
+def require_exactly_one(model: Params, *names: str) -> None:
+    """ValueError (invalid_params) unless exactly one of the fields `names` is set (not None)."""
+    given = [name for name in names if getattr(model, name) is not None]
+    if len(given) != 1:
+        problem = "neither was given" if not given else "not both" if len(names) == 2 else f"not {len(given)}"
+        raise ValueError(f"give exactly one of {' and '.join(names)}, {problem}")

@@ -16,10 +16,13 @@ from iat.commands.assets import AssetOut, AssetRef, LinkOut
 from iat.errors import EngineError
 from iat.lazy import lazy_import
 from iat.registry import Result, command
+from iat.rpc.openapi import PARTS_KEY
 
 service = lazy_import("iat.images.service")
 
-EngineCode = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+# The document lists the codes of the background-removal engines; the service refuses any other code.
+BackgroundEngine = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$"),
+                             Field(json_schema_extra={PARTS_KEY: "engine:remove_background"})]
 
 
 class ImageOut(Result):
@@ -54,7 +57,7 @@ class ColorCorrectedOut(ImageOut):
 
 
 class RemoveBackgroundParams(AssetRef):
-    engines: list[EngineCode] | None = Field(None, min_length=1, max_length=8,
+    engines: list[BackgroundEngine] | None = Field(None, min_length=1, max_length=8,
                                              json_schema_extra={"uniqueItems": True}, description=(
         "Background-removal engines in the order to try, each once; default: the project's "
         "settings_json.background_engines, else [\"key\"]. A code that names no background-removal engine is "

@@ -9,49 +9,70 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from iat.clock import utcnow
-from iat.commands.common import Page, PageParams, ProjectRef
+from iat.commands.common import Page, PageParams, ProjectRef, exactly_one_of, require_exactly_one
 from iat.errors import Conflict, InvalidParams
+from iat.knowledge.rules import STAGES, json_integer
 from iat.lazy import lazy_import
 from iat.pipeline.shots import MAX_SHOTS, Shot
 from iat.registry import Result, command
+from iat.rpc.openapi import PARTS_KEY
 
 repo = lazy_import("iat.pipeline.repo")
 service = lazy_import("iat.pipeline.service")
 
 RunStatus = Literal["planned", "running", "done", "failed", "partial"]
 StageName = Literal["style_lock", "light_time", "weather_effects", "advanced"]
+# What the planner takes: style_lock first, then any of the others in pipeline order, each once (8 lists).
+STAGE_LISTS = [["style_lock", *(s for i, s in enumerate(STAGES[1:]) if mask >> i & 1)] for mask in range(8)]
+StageList = Annotated[list[StageName], Field(min_length=1, max_length=4, json_schema_extra={"enum": STAGE_LISTS})]
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(json_integer)]
+Candidates = Annotated[int, Field(ge=1, le=16), BeforeValidator(json_integer)]
+BackgroundEngine = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$",
+                                        json_schema_extra={PARTS_KEY: "engine:remove_background"})]
 
 
 class RunParams(ProjectRef):
-    shots: list[Shot] | None = Field(None, min_length=1, max_length=MAX_SHOTS,
-                                     description="The shot list; or give shots_csv")
-    shots_csv: str | None = Field(None, max_length=2_000_000,
-                                  description="The shot list as CSV text with a header row: job_key, scene, "
-                                              "characters (codes separated by ;), time_of_day, weather, cutout")
-    candidates: int = Field(4, ge=1, le=16, description="Candidates per shot (K)")
-    stages: list[StageName] | None = Field(None, min_length=1, max_length=4,
-                                           description="Stages in pipeline order, style_lock first; default "
-                                                       "style_lock, light_time, weather_effects")
+    """Numbers and flags are strict (a JSON number, a JSON boolean), as the schema states them."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("shots", "shots_csv"))
+
+    # Rules JSON Schema cannot state, checked before anything is written (invalid_params naming the shot or line):
+    # job keys unique within the list, character codes naming characters of the project, CSV as described.
+    shots: list[Shot] | None = Field(None, min_length=1, max_length=MAX_SHOTS, description=(
+        "The shot list (job_key unique within it; characters: codes of the project's characters); or give "
+        "shots_csv"))
+    shots_csv: str | None = Field(None, max_length=2_000_000, description=(
+        "The shot list as CSV text with a header row naming its columns (any order; job_key and scene required): "
+        "job_key, scene, characters (codes separated by ; or |), time_of_day, weather, cutout (true|false|yes|"
+        "no|1|0); the rules of `shots` apply to each row, and a malformed row is refused with its line number"))
+    candidates: Candidates = Field(4, strict=True, description="Candidates per shot (K)")
+    stages: StageList | None = Field(None, description="Stages in pipeline order, style_lock first, each once; "
+                                                       "default style_lock, light_time, weather_effects")
     provider: str = Field("preview", min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$",
-                          description="Generation provider code")
+                          json_schema_extra={PARTS_KEY: "provider"}, description="Generation provider code")
     style_guide_id: uuid.UUID | None = Field(None, description="Default: the project's default style guide, or "
                                                                 "the embedded default rules")
     template_name: str = Field("default", min_length=1, max_length=200,
                                description="Name of the prompt templates to use (active version per stage)")
-    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="The run's seed; default: a random one, "
-                                                                    "recorded in the snapshot")
-    background_engines: list[str] | None = Field(None, min_length=1, max_length=8,
+    seed: Seed | None = Field(None, strict=True, description="The run's seed; default: a random one, recorded in "
+                                                              "the snapshot")
+    background_engines: list[BackgroundEngine] | None = Field(None, min_length=1, max_length=8,
                                                  description="Background-removal engines in order, for cutout "
                                                              "shots; default: the project's setting or [\"key\"]")
     upscale_factor: Literal[2, 3, 4] | None = Field(None, description="Upscale every candidate's output; "
                                                                       "default: no upscaling")
-    color_correct: bool = Field(True, description="Colour-correct toward the style guide (white balance, palette, "
-                                                  "chroma clamp)")
+    color_correct: bool = Field(True, strict=True, description="Colour-correct toward the style guide (white "
+                                                                "balance, palette, chroma clamp)")
+
+    @model_validator(mode="after")
+    def _one_shot_list(self) -> RunParams:
+        require_exactly_one(self, "shots", "shots_csv")
+        return self
 
 
 class RunRef(ProjectRef):
@@ -136,8 +157,15 @@ class CandidateList(Result):
 
 
 class CandidatesParams(ProjectRef):
-    run_id: uuid.UUID | None = None
-    job_id: uuid.UUID | None = None
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("run_id", "job_id"))
+
+    run_id: uuid.UUID | None = Field(None, description="The run's candidates; or give job_id")
+    job_id: uuid.UUID | None = Field(None, description="One job's candidates; or give run_id")
+
+    @model_validator(mode="after")
+    def _one_filter(self) -> CandidatesParams:
+        require_exactly_one(self, "run_id", "job_id")
+        return self
 
 
 class SelectParams(ProjectRef):
@@ -221,12 +249,9 @@ def list_jobs(ctx, p: RunRef) -> JobList:
 
 
 @command("candidates.list", params=CandidatesParams, result=CandidateList,
-         route=("GET", "/api/projects/{slug}/candidates"), errors=(InvalidParams,))
+         route=("GET", "/api/projects/{slug}/candidates"))
 def list_candidates(ctx, p: CandidatesParams) -> CandidateList:
     """Lists the candidates of a run or of one job (give run_id or job_id), with their QA summaries."""
-    if (p.run_id is None) == (p.job_id is None):
-        raise InvalidParams("give run_id or job_id", details={"errors": [
-            {"loc": ["run_id"], "msg": "exactly one of run_id and job_id", "type": "missing"}]})
     items = service.candidates(ctx.app, p.slug, str(p.run_id) if p.run_id else None,
                                str(p.job_id) if p.job_id else None)
     return CandidateList(items=items)

@@ -41,6 +41,8 @@ def json_integer(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+# A bounded one states its bounds before the validator, as Kelvin does: Annotated[JsonInt, Field(ge=...)] | None
+# would put pydantic's own names (ge, le) into the JSON Schema instead of minimum and maximum.
 JsonInt = Annotated[int, BeforeValidator(json_integer)]
 Kelvin = Annotated[int, Field(ge=1000, le=40000), BeforeValidator(json_integer)]
 

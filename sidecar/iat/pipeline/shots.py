@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from iat.errors import InvalidParams
+from iat.knowledge.identity import CharacterCode
 
 MAX_SHOTS = 1000
 CSV_COLUMNS = ("job_key", "scene", "characters", "time_of_day", "weather", "cutout")
@@ -29,19 +30,22 @@ _FALSE = {"false", "no", "0", "n", ""}
 class Shot(BaseModel):
     """One shot (a job of the run): what to draw, when, in which weather, and whether to cut it out."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict, as the style rules are (iat.knowledge.rules): a flag must be a JSON boolean (not 0 or "yes") and
+    # text a JSON string, as the schema says. The CSV form maps its words to these types before validation.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     job_key: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                          description="Stable key of the shot within its run (letters, digits, . _ -)")
     scene: str = Field(min_length=1, max_length=2000, description="What happens in the shot")
-    characters: tuple[str, ...] = Field((), max_length=16, description="Codes of the project's characters in it")
+    characters: list[CharacterCode] = Field(default_factory=list, max_length=16, json_schema_extra={"uniqueItems": True},
+                                  description="Codes of the project's characters in it, each once")
     time_of_day: Literal["dawn", "day", "dusk", "night"] = "day"
     weather: Literal["clear", "rain", "snow", "fog"] = "clear"
     cutout: bool = Field(False, description="Remove the background of the chosen output (transparent PNG)")
 
     @field_validator("characters")
     @classmethod
-    def _unique(cls, codes: tuple[str, ...]) -> tuple[str, ...]:
+    def _unique(cls, codes: list[str]) -> list[str]:
         if len(set(codes)) != len(codes):
             raise ValueError("a character is named twice")
         return codes

@@ -2,9 +2,13 @@
 schema/openapi.json by `iat-sidecar schema`).
 
 Everything is derived from the command declarations, so a new command gets a true operation without work here:
-- parameters: path parameters from the route; for GET and DELETE the other fields are query parameters; for POST,
-  PUT and PATCH they are the JSON body, whose schema leaves the path parameters out (the server refuses a body or
-  a query naming one);
+- parameters: path parameters from the route; for GET and DELETE the other fields are query parameters (one
+  form-exploded object parameter when the params model ties fields together, e.g. "exactly one of", which
+  separate parameters cannot say); for POST, PUT and PATCH they are the JSON body, whose schema leaves the path
+  parameters out (the server refuses a body or a query naming one); a body or query object that `{}` cannot
+  satisfy is required;
+- codes of pluggable parts (a field marked `json_schema_extra={PARTS_KEY: "engine:remove_background"}` or
+  `"provider"`) are listed as an enum: those of the App given, else the built-in ones every App registers;
 - responses: 200 with the result schema, and every error status the operation can answer, each with the one error
   body: the statuses every request can get (401, 403, 422, 500, 503), those of a JSON body (400, 413), 404 for a
   path that names something, and those of the errors the command declares (`command(errors=...)`) or its params
@@ -14,6 +18,7 @@ Everything is derived from the command declarations, so a new command gets a tru
 from __future__ import annotations
 
 import copy
+import importlib
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Iterable
 from urllib.parse import unquote
@@ -29,6 +34,10 @@ if TYPE_CHECKING:
 
 _REF = "#/components/schemas/{model}"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Keywords that tie an object's fields together: query parameters listed one by one cannot carry them.
+_CROSS_FIELD = ("oneOf", "anyOf", "allOf", "not", "if", "dependentRequired", "dependentSchemas")
+# Marks a string field naming a pluggable part ("provider", "engine" or "engine:<op>"): filled in as an enum.
+PARTS_KEY = "x-iat-parts"
 
 # Every request passes the guard (Host, Origin, token), the params check and, while stopping, the refusal.
 _EVERY_REQUEST = (Unauthorized, Forbidden, InvalidParams, InternalError, ShuttingDown)
@@ -145,6 +154,66 @@ def _without_null(schema: dict) -> dict:
     return {**out, "anyOf": rest}
 
 
+def _accepts_empty(schema: dict) -> bool:
+    """Whether `{}` can satisfy an object schema (as far as required, oneOf, anyOf and allOf decide)."""
+    if schema.get("required"):
+        return False
+    if "oneOf" in schema and sum(_accepts_empty(s) for s in schema["oneOf"]) != 1:
+        return False
+    if "anyOf" in schema and not any(_accepts_empty(s) for s in schema["anyOf"]):
+        return False
+    return all(_accepts_empty(s) for s in schema.get("allOf", ()))
+
+
+def _query_object(params_schema: dict, path_params: tuple[str, ...]) -> dict:
+    """The query fields of a params model whose fields are tied together, as one form-exploded object parameter
+    (serialised as ordinary `name=value` pairs; the parameter's own name never appears in the URL)."""
+    properties = {n: _without_null(s) for n, s in params_schema.get("properties", {}).items() if n not in path_params}
+    schema = {"type": "object", "properties": properties, "additionalProperties": False}
+    required = [r for r in params_schema.get("required", []) if r not in path_params]
+    if required:
+        schema["required"] = required
+    schema.update({k: copy.deepcopy(v) for k, v in params_schema.items() if k in _CROSS_FIELD})
+    return {"name": "query", "in": "query", "required": not _accepts_empty(schema), "style": "form",
+            "explode": True, "schema": schema,
+            "description": "The query parameters " + ", ".join(properties) + " (form style: name=value pairs)"}
+
+
+def _built_in_parts(kind: str) -> dict[str, str]:
+    from iat.engines import default_engines
+    from iat.providers import default_providers
+
+    return default_engines() if kind == "engine" else default_providers()
+
+
+def _part_codes(spec: str, parts) -> list[str]:
+    """The codes a PARTS_KEY field takes: "provider", "engine" or "engine:<op>" (engines doing that op)."""
+    kind, _, op = spec.partition(":")
+    if parts is not None:
+        registry = parts.engines if kind == "engine" else parts.providers
+        return [code for code in registry.codes() if not op or getattr(registry.get(code), "op", None) == op]
+    codes = []
+    for code, path in sorted(_built_in_parts(kind).items()):
+        module, _, attr = path.partition(":")
+        if not op or getattr(getattr(importlib.import_module(module), attr), "op", None) == op:
+            codes.append(code)
+    return codes
+
+
+def _fill_parts(node, parts, found: dict[str, list[str]]) -> None:
+    if isinstance(node, dict):
+        spec = node.pop(PARTS_KEY, None)
+        if spec is not None:
+            if spec not in found:
+                found[spec] = _part_codes(spec, parts)
+            node["enum"] = found[spec]
+        for value in node.values():
+            _fill_parts(value, parts, found)
+    elif isinstance(node, list):
+        for value in node:
+            _fill_parts(value, parts, found)
+
+
 def _body_schema(schemas: dict, name: str, path_params: tuple[str, ...]) -> str:
     """The params schema without the path parameters, as its own component; returns the component's name."""
     body_name = f"{name}Body"
@@ -184,11 +253,13 @@ def _rest_operation(cmd: Command, schemas: dict, params_ref: dict, result_ref: d
     }
     if route.method in BODY_METHODS:
         body_name = _body_schema(schemas, params_name, route.path_params) if route.path_params else params_name
-        body_required = bool(schemas[body_name].get("required"))
+        body_required = not _accepts_empty(schemas[body_name])
         op["requestBody"] = {"required": body_required,
                              "content": {"application/json": {"schema": {"$ref": _REF.format(model=body_name)}}}}
         if not body_required:
             op["requestBody"]["description"] = "May be left out (no body, or an empty one, is {})."
+    elif any(k in params_schema for k in _CROSS_FIELD):
+        op["parameters"].append(_query_object(params_schema, route.path_params))
     else:
         op["parameters"] += [{"name": n, "in": "query", "required": n in required, "schema": _without_null(s)}
                              for n, s in properties.items() if n not in route.path_params]
@@ -216,13 +287,16 @@ def _rpc_operation() -> dict:
     }}
 
 
-def openapi_document(registry: Registry) -> dict:
+def openapi_document(registry: Registry, parts=None) -> dict:
+    """The document of `registry`'s commands; `parts` (an App: its `engines` and `providers`) gives the part codes
+    to list, default the built-in ones."""
     commands = list(registry)
     keys = []
     for cmd in commands:
         keys += [(cmd.params, "validation"), (cmd.result, "serialization")]
     refs, top = models_json_schema(keys, ref_template=_REF)
     schemas = {**top.get("$defs", {}), **_error_schemas()}
+    _fill_parts(schemas, parts, {})
 
     paths: dict = {}
     methods = {}
