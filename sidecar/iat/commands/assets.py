@@ -125,7 +125,7 @@ class ImportParams(ProjectRef):
         "Absolute paths of files or folders, each under one of the project's import roots: "
         "settings_json.import_roots when set, else the user's home folder and the project folder"))
     kind: AssetKind = "input"
-    recursive: bool = Field(False, description="Also import the files of subfolders of the folders given")
+    recursive: bool = Field(False, strict=True, description="Also import the files of subfolders of the folders given")
 
 
 class ImportedAsset(AssetOut):

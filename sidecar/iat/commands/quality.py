@@ -40,7 +40,7 @@ class CheckParams(AssetRef):
                                              "embedded default rules")
     time_of_day: Literal["dawn", "day", "dusk", "night"] | None = Field(
         None, description="Checks the exposure against the guide's range for that time (a soft warning)")
-    require_transparency: bool = Field(False, description="A cut-out: no transparency is a hard failure, and so "
+    require_transparency: bool = Field(False, strict=True, description="A cut-out: no transparency is a hard failure, and so "
                                                           "is a subject cut by the frame")
     size_check: Literal["none", "aspect", "size"] = Field(
         "none", description="What of the guide's size to expect (hard checks): none; aspect (its width:height at "

@@ -44,7 +44,7 @@ class SetParams(ProjectRef):
     model_config = ConfigDict(json_schema_extra=_enabling_needs_a_bucket)
 
     local_project_root: ProjectRoot | None = None
-    s3_enabled: bool | None = None
+    s3_enabled: bool | None = Field(None, strict=True)
     s3_bucket: S3Bucket | None = None
     s3_prefix: S3Prefix | None = None
     s3_region: S3Region | None = None
