@@ -132,3 +132,22 @@ def test_engine_codes_in_the_document_are_those_of_the_app_given(doc, home):
                                                                                                    "key"]
     finally:
         app.close()
+
+
+FLAGS = [("/api/projects/{slug}/assets/import", "ImportParams", {"paths": ["/x"], "recursive": 1}),
+         ("/api/projects/{slug}/assets/{asset_id}/quality-check", "CheckParams", {"require_transparency": "yes"}),
+         ("/api/projects/{slug}/storage", "SetParams", {"s3_enabled": 0})]
+
+
+@pytest.mark.parametrize("path,model,body", FLAGS, ids=[m for _, m, _ in FLAGS])
+def test_flags_are_json_booleans_in_the_document_and_the_server(doc, path, model, body):
+    from iat.commands import assets, quality, storage
+
+    cls = {"ImportParams": assets.ImportParams, "CheckParams": quality.CheckParams,
+           "SetParams": storage.SetParams}[model]
+    method = "put" if model == "SetParams" else "post"
+    given = {"slug": "alpha", "asset_id": str(uuid.uuid4()), **body}
+    given = {k: v for k, v in given.items() if k in cls.model_fields}
+    flag = next(k for k in body if k != "paths")
+    assert not _allows(doc, _body(doc, method, path), body) and not _accepts(cls, given)
+    assert _allows(doc, _body(doc, method, path), {**body, flag: True}) and _accepts(cls, {**given, flag: True})
