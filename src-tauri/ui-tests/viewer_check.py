@@ -16,7 +16,9 @@ makes a project with a finished run first. Then:
    total with the current job and stage, and counts no candidate twice;
 3. when the run finishes the contact sheet appears without a reload (the run.finished notification names it),
    the run's badge says done, the jobs table holds all nine jobs; a sheet of several pages (the runner's pages of
-   eight jobs) shows each page's PNG on its button.
+   eight jobs) shows each page's PNG on its button;
+4. a run whose run.finished notification is dropped (as the shell drops for a webview that lags) still turns
+   into its sheet: the page reads a running run's status again every few seconds.
 Uncaught errors and Content Security Policy violations fail the check. Writes OUT_DIR/viewer-running.png and
 OUT_DIR/viewer.png (the window). scripts/test-app runs it.
 """
@@ -107,6 +109,7 @@ class Sidecar:
         self.page: Page | None = None
         self.seq = 0
         self.hold = False
+        self.drop: set[str] = set()  # methods not forwarded (as a shell that drops for a lagging webview)
         self.held: list[dict] = []
         self.delivered: list[dict] = []  # notifications the page got, as it got them
         self.answers: dict[str, dict] = {}  # answers to the check's own calls
@@ -147,6 +150,8 @@ class Sidecar:
             if msg is None:
                 raise AssertionError("the sidecar exited")
             if "id" not in msg:
+                if msg.get("method") in self.drop:
+                    continue
                 if self.hold:
                     self.held.append(msg)
                 else:
@@ -365,6 +370,29 @@ def main() -> int:
         check_pages(page, sidecar, slug, run_id)
         page.wait_js(f"document.querySelector('#runs button[data-run-id=\"{run_id}\"]').textContent.includes('done')"
                      " && document.getElementById('run-status').textContent === 'done'", "the badges saying done")
+        # 4. A run.finished the shell dropped: the page reads the run again and still shows its sheet.
+        sidecar.hold, sidecar.drop = True, {"run.finished"}
+        small = sidecar.call("runs.start", slug=slug, shots=SHOTS[:2], candidates=1, seed=12)["id"]
+        page.js("(document.getElementById('reload').click(), 1)")
+        page.wait_js(f"!!document.querySelector('#runs button[data-run-id=\"{small}\"]')", "the small run listed")
+        page.js(f"(document.querySelector('#runs button[data-run-id=\"{small}\"]').click(), 1)")
+        page.wait_js("document.getElementById('run-meta').textContent.includes('%s')" % small, "the small run shown")
+        sidecar.release()
+        end = time.monotonic() + 120
+        while sidecar.call("runs.get", slug=slug, run_id=small)["status"] not in ("done", "partial", "failed"):
+            assert time.monotonic() < end, "the small run did not finish"
+            page.pump(0.2)
+        dropped_at = time.monotonic()
+        check_sheet(page, sidecar, slug, small, "a run whose run.finished was dropped")
+        assert not any(n["method"] == "run.finished" and n["params"]["run_id"] == small for n in sidecar.delivered)
+        page.wait_js(f"document.querySelector('#runs button[data-run-id=\"{small}\"]').textContent.includes('done')"
+                     " && document.getElementById('run-status').textContent === 'done'", "its badges saying done")
+        print(f"viewer_check: ... shown {time.monotonic() - dropped_at:.1f} s after the run ended, without the "
+              "notification")
+        sidecar.drop = set()
+        page.js(f"(document.querySelector('#runs button[data-run-id=\"{run_id}\"]').click(), 1)")
+        check_sheet(page, sidecar, slug, run_id, "the live run again")
+
         errors = page.errors()
         assert not errors, f"the page reported errors: {errors}"
         # The policy is in force here: the same page refuses an inline style.

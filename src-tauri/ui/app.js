@@ -395,16 +395,38 @@ function onNotification(payload) {
   renderRun();
   if (note.method === "candidate.finished" || (note.method === "run.progress" && note.params.stage)) jobsSoon();
   if (note.method === "job.finished") refreshJobs(token).catch((err) => showError(describeError(err)));
-  if (note.method === "run.finished") {
-    // The sheet appears without a reload; the jobs now have their chosen candidates.
-    call("runs.get", { slug: view.slug, run_id: view.runId }).then((run) => {
-      if (token !== view.token) return;
-      view.run = run;
-      progress.setStatus(run.status);
-      renderRun();
-    }).catch(() => {});
-    refreshJobs(token).catch((err) => showError(describeError(err)));
-    showSheet(token).catch((err) => { if (token === view.token) showError(describeError(err)); });
+  if (note.method === "run.finished") finishShown(token);
+}
+
+// The selected run ended: its final state, its jobs with their chosen candidates, its sheet (without a reload).
+function finishShown(token) {
+  call("runs.get", { slug: view.slug, run_id: view.runId }).then((run) => {
+    if (token !== view.token) return;
+    view.run = run;
+    view.progress.setStatus(run.status);
+    renderRun();
+    // its badge in the list too (from the run.finished event already, unless the event was lost)
+    view.runs = view.runs.map((r) => (r.id === run.id && r.status !== run.status ? { ...r, status: run.status } : r));
+    renderRuns();
+  }).catch(() => {});
+  refreshJobs(token).catch((err) => showError(describeError(err)));
+  showSheet(token).catch((err) => { if (token === view.token) showError(describeError(err)); });
+}
+
+// A notification the shell dropped (it drops for a webview that lags) must not leave a run shown as running for
+// ever: while one is shown, its status is read again now and then.
+const RESYNC_MS = 5000;
+async function resync() {
+  const token = view.token;
+  const progress = view.progress;
+  if (!progress || !progress.loaded || progress.view().finished || !view.run || view.run.run_mode !== "run") return;
+  try {
+    const run = await call("runs.get", { slug: view.slug, run_id: view.runId });
+    if (token !== view.token || !V.isTerminal(run.status) || progress.view().finished) return;
+    progress.setStatus(run.status);
+    finishShown(token);
+  } catch (err) {
+    // the sidecar may be restarting; the next round asks again
   }
 }
 
@@ -420,6 +442,8 @@ async function main() {
     if (e.payload.event === "ready") {
       refreshInfo();
       loadProjects(); // a restarted sidecar: the lists may have changed meanwhile
+      // and a run shown as running may have moved on (or resumed) without us: read it again
+      if (view.runId && view.progress && !view.progress.view().finished) selectRun(view.runId);
     }
     invoke("sidecar_status").then((s) => showState(s.state));
   });
@@ -428,6 +452,7 @@ async function main() {
   showState(status.state);
   await Promise.all([refreshInfo(), loadProjects()]); // both wait for the sidecar if it is still starting
   showState((await invoke("sidecar_status")).state);
+  setInterval(resync, RESYNC_MS);
 }
 
 main().catch((err) => setState(describeError(err), "down"));
