@@ -138,6 +138,7 @@ BAD_REQUESTS = [
     ({"shots_csv": "job_key,scene,cutout\na,b,perhaps\n"}, "line 2"),
     ({"shots": SHOTS, "shots_csv": "job_key,scene\na,b\n"}, "not both"),
     ({"shots": SHOTS, "background_engines": ["lanczos"]}, "lanczos"),
+    ({"shots": [{**SHOTS[0], "scene": "a\x01b"}]}, "scene"),
     # Neither form, or both null: the schema's oneOf says the same.
     ({}, "neither was given"),
     ({"shots": None, "shots_csv": None}, "neither was given"),
@@ -346,5 +347,12 @@ def test_a_deleted_project_stops_its_run(app: App, studio: Client):
     deleted = studio.call("projects.delete", slug="alpha", confirm=True)
     assert app.runner.wait_idle(WAIT_S)
     assert studio.error("runs.list", slug="alpha").name == "not_found"
-    assert Path(deleted["trash_dir"], "project.db").is_file()
+    # The run let go of the project at once: ended in its own database (in the trash), without a contact sheet.
+    import sqlite3
+
+    with sqlite3.connect(Path(deleted["trash_dir"], "project.db")) as conn:
+        (status,) = conn.execute("SELECT status FROM runs").fetchone()
+        sheets = conn.execute("SELECT count(*) FROM assets WHERE kind = 'other'").fetchone()[0]
+        left = conn.execute("SELECT count(*) FROM run_jobs WHERE status IN ('planned', 'running')").fetchone()[0]
+    assert status in ("partial", "failed") and sheets == 0 and left == 0
 

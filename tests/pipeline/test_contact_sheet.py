@@ -161,3 +161,12 @@ def test_empty_runs_still_render(tmp_path, jobs, candidates):
     lay = layout(run)
     assert decode(render_png(run)).shape == (lay.height, lay.width, 3)
     assert "<table>" in render_html(run) or jobs == 0
+
+
+def test_the_html_page_drops_control_characters(tmp_path):
+    """A prompt with control characters must not make the page a binary file (the asset store would refuse it)."""
+    run = SheetRun(id="r", name="n\x1b[31m", created="now",
+                   jobs=[SheetJob(job_key="a\x00b", prompt="x\x01y\x7fz", status="done")])
+    page = render_html(run)
+    assert not any(ord(c) < 32 and c not in "\n\t\r" or ord(c) == 127 for c in page)
+    assert "xyz" in page and "ab" in page

@@ -142,6 +142,14 @@ def _font() -> ImageFont.ImageFont:
     return loader() if loader else ImageFont.load_default()  # type: ignore[return-value]
 
 
+_CONTROL = {c: None for c in (*range(0, 9), 11, 12, *range(14, 32), 127)}
+
+
+def _escape(text: str, quote: bool = True) -> str:
+    """HTML-escaped text without control characters (which would make the page a binary file)."""
+    return html.escape(str(text).translate(_CONTROL), quote=quote)
+
+
 def _ascii(text: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 else "?" for c in text.replace("\n", " "))
 
@@ -305,14 +313,14 @@ class _Sheet:
     def cell(self, path: PathLike | None, alt: str) -> str:
         thumb = self.thumb(path)
         if thumb.image is None:
-            return f'<td class="img none">{html.escape(thumb.problem)}</td>'
+            return f'<td class="img none">{_escape(thumb.problem)}</td>'
         w, h = thumb.image.size
         return (f'<td class="img"><img src="{self.data_uri(thumb)}" width="{w}" height="{h}" '
-                f'alt="{html.escape(alt, quote=True)}"></td>')
+                f'alt="{_escape(alt)}"></td>')
 
     def html(self) -> str:
         run, lay = self.run, self.lay
-        e = html.escape
+        e = _escape
         out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
                f"<title>Contact sheet: {e(run.name)}</title>", f"<style>{_CSS}</style></head><body>",
                f"<h1>Contact sheet: {e(run.name)}</h1>",
@@ -348,7 +356,7 @@ class _Sheet:
         rows = [("hard failures", str(m.hard_failures)), ("soft warnings", str(m.soft_warnings)),
                 ("avg chroma exceedance", _fmt(m.avg_chroma_exceedance)), ("quality score", _fmt(m.quality_score))]
         body = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
-        notes = f'<p class="notes">{html.escape(", ".join(m.notes))}</p>' if m.notes else ""
+        notes = f'<p class="notes">{_escape(", ".join(m.notes))}</p>' if m.notes else ""
         return f"<dl>{body}</dl>{notes}"
 
 

@@ -63,6 +63,7 @@ class Runner:
         self._lock = threading.Lock()
         self._pending: dict[str, str] = {}  # run id -> project slug, for the runs queued or running here
         self._cancel: dict[str, threading.Event] = {}
+        self._abandon: set[str] = set()  # canceled because their project is going away: no contact sheet
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.idle = threading.Event()
@@ -91,6 +92,10 @@ class Runner:
         event.set()
         return True
 
+    def abandoned(self, run_id: str) -> bool:
+        with self._lock:
+            return run_id in self._abandon
+
     def has(self, run_id: str) -> bool:
         with self._lock:
             return run_id in self._pending
@@ -99,6 +104,8 @@ class Runner:
         """Cancels the project's runs here and waits (bounded) until they let go of it: before a deletion."""
         with self._lock:
             runs = [run_id for run_id, s in self._pending.items() if s == slug]
+        with self._lock:
+            self._abandon.update(runs)
         for run_id in runs:
             self.cancel(run_id)
         deadline = time.monotonic() + timeout
@@ -127,12 +134,15 @@ class Runner:
             slug, run_id = item
             try:
                 self._process(slug, run_id)
+            except IATError as exc:  # its project was closed or deleted under it, say
+                log.warning("run %s of %s stopped: %s", run_id, slug, exc.message)
             except Exception:  # noqa: BLE001 - one broken run must not stop the runner
                 log.exception("run %s of %s stopped with an unexpected error", run_id, slug)
             finally:
                 with self._lock:
                     self._pending.pop(run_id, None)
                     self._cancel.pop(run_id, None)
+                    self._abandon.discard(run_id)
                     if not self._pending:
                         self.idle.set()
 
@@ -222,6 +232,9 @@ class _RunWork:
                 self.log.write("interrupted", reason="the sidecar is stopping")
                 return  # stays running: resumed on the next start
             self._cancel_rest()
+            if self.runner.abandoned(self.run_id):  # its project is being deleted: let go of it at once
+                self._finish(snapshot, products=False)
+                return
         self._finish(snapshot)
 
     def _sweep(self) -> list[str]:
@@ -366,14 +379,21 @@ class _RunWork:
         left = self.write(cancel)
         self.log.write("canceled", jobs_left=left)
 
-    def _finish(self, snapshot: dict) -> None:
+    def _finish(self, snapshot: dict, products: bool = True) -> None:
         from iat.pipeline import outputs
 
         counts = self.read(repo.job_counts, self.run_id)
         done = counts.get("done", 0)
         total = sum(counts.values())
         status = "done" if done == total else "partial" if done else "failed"
-        made = outputs.finish_run(self, snapshot, status)
+        made: dict = {}
+        if products:
+            try:
+                made = outputs.finish_run(self, snapshot, status)
+            except Exception as exc:  # noqa: BLE001 - the run's rows are whole; it ends without its sheet
+                log.exception("run %s: its contact sheet and results could not be written", self.run_id)
+                self.log.write("products_failed", error=type(exc).__name__)
+                made = {"products_error": type(exc).__name__}
         self.write(repo.update_run, self.handle.id, self.run_id, {"status": status, "finished_at": utcnow()},
                    "run.canceled" if self.cancel.is_set() else "run.finished",
                    {"status": status, "jobs": counts, **made})

@@ -22,6 +22,8 @@ from iat.errors import InvalidParams
 from iat.knowledge.identity import CharacterCode
 
 MAX_SHOTS = 1000
+# Printable text and plain whitespace: control characters have no place in a prompt, a log or a contact sheet.
+NO_CONTROL = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 CSV_COLUMNS = ("job_key", "scene", "characters", "time_of_day", "weather", "cutout")
 _TRUE = {"true", "yes", "1", "y"}
 _FALSE = {"false", "no", "0", "n", ""}
@@ -36,7 +38,8 @@ class Shot(BaseModel):
 
     job_key: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                          description="Stable key of the shot within its run (letters, digits, . _ -)")
-    scene: str = Field(min_length=1, max_length=2000, description="What happens in the shot")
+    scene: str = Field(min_length=1, max_length=2000, pattern=NO_CONTROL,
+                       description="What happens in the shot (text: no control characters)")
     characters: list[CharacterCode] = Field(default_factory=list, max_length=16, json_schema_extra={"uniqueItems": True},
                                   description="Codes of the project's characters in it, each once")
     time_of_day: Literal["dawn", "day", "dusk", "night"] = "day"

@@ -233,7 +233,7 @@ class HttpTransport:
             outbox.send(reply)
 
     async def _openapi(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(openapi_document(self.app.registry))
+        return web.json_response(openapi_document(self.app.registry, parts=self.app))
 
     # --- REST ---
 
