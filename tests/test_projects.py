@@ -226,3 +226,18 @@ def test_ready_file_is_private(tmp_path: Path):
 
     write_ready_file(tmp_path / "sidecar.json", {"token": "t"})
     assert oct(os.stat(tmp_path / "sidecar.json").st_mode & 0o777) == "0o600"
+
+
+def test_settings_keys_the_sidecar_reads_are_checked_and_the_others_kept(client: Client, tmp_path: Path):
+    made = client.call("projects.create", slug="typed", name="Typed", settings_json={
+        "background_engines": ["key"], "import_roots": [str(tmp_path)], "theme": {"dark": True}})
+    assert made["settings_json"] == {"background_engines": ["key"], "import_roots": [str(tmp_path)],
+                                     "theme": {"dark": True}}
+    before = client.call("audit.list", slug="typed")["items"]
+    for bad in ({"background_engines": ["no_such_engine"]}, {"background_engines": ["lanczos"]},
+                {"background_engines": 5}, {"import_roots": ["relative/folder"]}, {"import_roots": "/tmp"}):
+        assert client.error("projects.update", slug="typed", settings_json=bad).name == "invalid_params", bad
+        assert client.error("projects.create", slug="other", name="O", settings_json=bad).name == "invalid_params"
+    assert client.call("projects.get", slug="typed")["settings_json"] == made["settings_json"]
+    assert client.call("audit.list", slug="typed")["items"] == before
+    assert client.error("projects.get", slug="other").name == "not_found"

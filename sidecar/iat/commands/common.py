@@ -16,6 +16,7 @@ from pydantic import AfterValidator, Field, StringConstraints
 from iat.errors import Conflict, IATError, NotFound, SchemaVersionError
 from iat.pagination import CURSOR_PATTERN
 from iat.registry import Params, Result
+from iat.rpc.openapi import PARTS_KEY
 
 # Lowercase letters, digits and inner hyphens: safe as a folder name on every OS and in a URL path.
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")]
@@ -49,6 +50,12 @@ AbsolutePath = Annotated[str, StringConstraints(max_length=4096), AfterValidator
                          Field(json_schema_extra={"pattern": _ABSOLUTE})]
 ProjectRoot = Annotated[AbsolutePath,
                         Field(description="Absolute folder of the project (any place, also outside the data home)")]
+
+
+# A background-removal engine's code: the document lists the App's codes (iat.rpc.openapi fills the enum), and
+# whoever uses one checks it against the App's engine registry.
+BackgroundEngine = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$"),
+                             Field(json_schema_extra={PARTS_KEY: "engine:remove_background"})]
 
 
 class NoParams(Params):

@@ -8,21 +8,18 @@ metadata_json; each call writes the row, the link and its audit rows in one tran
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, field_validator
 
 from iat.commands.assets import AssetOut, AssetRef, LinkOut
+from iat.commands.common import BackgroundEngine
 from iat.errors import EngineError
 from iat.lazy import lazy_import
 from iat.registry import Result, command
-from iat.rpc.openapi import PARTS_KEY
 
 service = lazy_import("iat.images.service")
 
-# The document lists the codes of the background-removal engines; the service refuses any other code.
-BackgroundEngine = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$"),
-                             Field(json_schema_extra={PARTS_KEY: "engine:remove_background"})]
 
 
 class ImageOut(Result):

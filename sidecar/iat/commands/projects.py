@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from iat.clock import utcnow
-from iat.commands.common import ProjectRef, ProjectRoot, Slug
-from iat.errors import ConfirmationRequired, Conflict
+from iat.commands.common import AbsolutePath, BackgroundEngine, ProjectRef, ProjectRoot, Slug
+from iat.errors import ConfirmationRequired, Conflict, InvalidParams
 from iat.lazy import lazy_import
 from iat.registry import Params, Result, command
 
@@ -42,11 +41,36 @@ class ProjectList(Result):
     items: list[ProjectSummary]
 
 
+class ProjectSettings(BaseModel):
+    """A project's settings_json: the keys the sidecar reads are typed here; any other key is the client's own,
+    kept as given."""
+
+    model_config = ConfigDict(extra="allow")
+
+    import_roots: list[AbsolutePath] | None = Field(
+        None, max_length=64, description="Folders assets.import may read from (default: the user's home folder and "
+                                         "the project folder)")
+    background_engines: list[BackgroundEngine] | None = Field(
+        None, min_length=1, max_length=8, description="Background-removal engines in order, the default of runs "
+                                                      "and images.remove_background (default [\"key\"])")
+
+
+def _settings(ctx, settings: ProjectSettings | None) -> dict | None:
+    """settings_json as stored: as given (unset keys stay absent); engine codes the App does not have refused."""
+    if settings is None:
+        return None
+    for code in settings.background_engines or ():
+        if code not in ctx.app.engines or getattr(ctx.app.engines.get(code), "op", None) != "remove_background":
+            raise InvalidParams(f"unknown background-removal engine {code!r}", details={"errors": [
+                {"loc": ["settings_json", "background_engines"], "msg": "unknown engine", "type": "enum"}]})
+    return settings.model_dump(mode="json", exclude_unset=True)
+
+
 class CreateParams(Params):
     slug: Slug
     name: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=10_000)
-    settings_json: dict = Field(default_factory=dict)
+    settings_json: ProjectSettings = Field(default_factory=ProjectSettings)
     local_project_root: ProjectRoot | None = Field(None, description="Absolute folder of the project (empty or "
                                                    "new; also outside the data home); default <home>/projects/<slug>")
 
@@ -58,7 +82,7 @@ class ListParams(Params):
 class UpdateParams(ProjectRef):
     name: str | None = Field(None, min_length=1, max_length=200)
     description: str | None = Field(None, max_length=10_000)
-    settings_json: dict | None = None
+    settings_json: ProjectSettings | None = Field(None, description="Replaces the settings as a whole")
 
 
 def _confirm_required(schema: dict) -> None:
@@ -98,7 +122,8 @@ def _change(ctx, slug: str, changes: dict, event: str) -> ProjectOut:
 def create(ctx, p: CreateParams) -> ProjectOut:
     """Creates a project: its folder, its own project.db with the canonical schema, and its storage policy."""
     try:
-        handle = ctx.app.projects.create(p.slug, p.name, p.description, p.settings_json, p.local_project_root)
+        handle = ctx.app.projects.create(p.slug, p.name, p.description, _settings(ctx, p.settings_json),
+                                         p.local_project_root)
     except OSError as exc:
         if p.local_project_root is None:
             raise  # the data home itself fails: a fault of this machine, not of the request
@@ -129,7 +154,9 @@ def get(ctx, p: ProjectRef) -> ProjectOut:
          mutating=True)
 def update(ctx, p: UpdateParams) -> ProjectOut:
     """Changes a project's name, description or settings (only the fields given)."""
-    changes = p.model_dump(exclude={"slug"}, exclude_none=True)
+    changes = p.model_dump(exclude={"slug", "settings_json"}, exclude_none=True)
+    if p.settings_json is not None:
+        changes["settings_json"] = _settings(ctx, p.settings_json)
     if not changes:  # an empty patch changes nothing: no write, no audit row, no event
         handle = ctx.app.projects.open(p.slug)
         return _out(handle, handle.store.read(repo.get_project, handle.id))

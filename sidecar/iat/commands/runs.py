@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
-from iat.clock import utcnow
-from iat.commands.common import Page, PageParams, ProjectRef, exactly_one_of, require_exactly_one
+from iat.commands.common import (BackgroundEngine, Page, PageParams, ProjectRef, exactly_one_of,
+                                 require_exactly_one)
 from iat.errors import Conflict, InvalidParams
 from iat.knowledge.rules import STAGES, json_integer
 from iat.lazy import lazy_import
@@ -32,8 +32,6 @@ STAGE_LISTS = [["style_lock", *(s for i, s in enumerate(STAGES[1:]) if mask >> i
 StageList = Annotated[list[StageName], Field(min_length=1, max_length=4, json_schema_extra={"enum": STAGE_LISTS})]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(json_integer)]
 Candidates = Annotated[int, Field(ge=1, le=16), BeforeValidator(json_integer)]
-BackgroundEngine = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$",
-                                        json_schema_extra={PARTS_KEY: "engine:remove_background"})]
 
 
 class RunParams(ProjectRef):
