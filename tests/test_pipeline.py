@@ -356,3 +356,19 @@ def test_a_deleted_project_stops_its_run(app: App, studio: Client):
         left = conn.execute("SELECT count(*) FROM run_jobs WHERE status IN ('planned', 'running')").fetchone()[0]
     assert status in ("partial", "failed") and sheets == 0 and left == 0
 
+
+
+def test_deleting_a_project_drops_its_queued_run_without_waiting_for_another_projects_run(app: App, studio: Client):
+    studio.call("projects.create", slug="other", name="Other")
+    started = threading.Event()
+    app.events.subscribe(lambda name, payload: started.set() if name == "candidate.finished" else None)
+    long_run = studio.call("runs.start", slug="other", candidates=3,
+                           shots=[{"job_key": f"s{i}", "scene": f"scene {i}"} for i in range(8)])
+    assert started.wait(WAIT_S)
+    queued = studio.call("runs.start", slug="alpha", shots=SHOTS[:1], candidates=1)
+    assert app.runner.has(queued["id"])
+    studio.call("projects.delete", slug="alpha", confirm=True)
+    # The deletion did not wait for the other project's run to end (the runner takes one run at a time).
+    assert app.runner.has(long_run["id"]) and not app.runner.has(queued["id"])
+    assert app.runner.wait_idle(WAIT_S)
+    assert studio.call("runs.get", slug="other", run_id=long_run["id"])["status"] == "done"

@@ -18,7 +18,7 @@ from iat.commands.common import (BackgroundEngine, Page, PageParams, ProjectRef,
 from iat.errors import Conflict, InvalidParams
 from iat.knowledge.rules import STAGES, json_integer
 from iat.lazy import lazy_import
-from iat.pipeline.shots import MAX_SHOTS, Shot
+from iat.pipeline.shots import MAX_SHOTS, NO_CONTROL, Shot
 from iat.registry import Result, command
 from iat.rpc.openapi import PARTS_KEY
 
@@ -44,7 +44,7 @@ class RunParams(ProjectRef):
     shots: list[Shot] | None = Field(None, min_length=1, max_length=MAX_SHOTS, description=(
         "The shot list (job_key unique within it; characters: codes of the project's characters); or give "
         "shots_csv"))
-    shots_csv: str | None = Field(None, max_length=2_000_000, description=(
+    shots_csv: str | None = Field(None, max_length=2_000_000, pattern=NO_CONTROL, description=(
         "The shot list as CSV text with a header row naming its columns (any order; job_key and scene required): "
         "job_key, scene, characters (codes separated by ; or |), time_of_day, weather, cutout (true|false|yes|"
         "no|1|0); the rules of `shots` apply to each row, and a malformed row is refused with its line number"))

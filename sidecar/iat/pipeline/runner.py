@@ -64,6 +64,7 @@ class Runner:
         self._pending: dict[str, str] = {}  # run id -> project slug, for the runs queued or running here
         self._cancel: dict[str, threading.Event] = {}
         self._abandon: set[str] = set()  # canceled because their project is going away: no contact sheet
+        self._active: str | None = None  # the run being worked on (the others wait in the queue)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.idle = threading.Event()
@@ -101,13 +102,16 @@ class Runner:
             return run_id in self._pending
 
     def cancel_project(self, slug: str, timeout: float = 10.0) -> None:
-        """Cancels the project's runs here and waits (bounded) until they let go of it: before a deletion."""
+        """Before a deletion: drops the project's queued runs (they stay planned in its database) and stops its
+        active one, waiting (bounded) until it lets go of the project; it stops at its next step."""
         with self._lock:
             runs = [run_id for run_id, s in self._pending.items() if s == slug]
-        with self._lock:
             self._abandon.update(runs)
+            queued = [run_id for run_id in runs if run_id != self._active]
         for run_id in runs:
             self.cancel(run_id)
+        for run_id in queued:
+            self._forget(run_id)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -132,6 +136,10 @@ class Runner:
             if item is None or self._stop.is_set():
                 return
             slug, run_id = item
+            with self._lock:
+                if run_id not in self._pending:  # dropped from the queue while it waited (its project went)
+                    continue
+                self._active = run_id
             try:
                 self._process(slug, run_id)
             except IATError as exc:  # its project was closed or deleted under it, say
@@ -139,12 +147,17 @@ class Runner:
             except Exception:  # noqa: BLE001 - one broken run must not stop the runner
                 log.exception("run %s of %s stopped with an unexpected error", run_id, slug)
             finally:
-                with self._lock:
-                    self._pending.pop(run_id, None)
-                    self._cancel.pop(run_id, None)
-                    self._abandon.discard(run_id)
-                    if not self._pending:
-                        self.idle.set()
+                self._forget(run_id)
+
+    def _forget(self, run_id: str) -> None:
+        with self._lock:
+            self._pending.pop(run_id, None)
+            self._cancel.pop(run_id, None)
+            self._abandon.discard(run_id)
+            if self._active == run_id:
+                self._active = None
+            if not self._pending:
+                self.idle.set()
 
     # --- one run ---
 
