@@ -40,6 +40,20 @@ def project(client: Client) -> dict:
     return client.call("projects.create", slug="alpha", name="Alpha")
 
 
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    """A folder to import files from."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def alpha(client: Client, project: dict, src: Path) -> dict:
+    """The `project` fixture, allowed to import from `src` (its only import root)."""
+    return client.call("projects.update", slug="alpha", settings_json={"import_roots": [str(src)]})
+
+
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
     dsn = os.environ.get("IAT_TEST_PG_DSN")

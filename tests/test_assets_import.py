@@ -36,18 +36,6 @@ def asset_files(root: Path) -> list[Path]:
     return sorted(p for p in (root / "assets").rglob("*") if p.is_file())
 
 
-@pytest.fixture
-def src(tmp_path: Path) -> Path:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def alpha(client: Client, project: dict, src: Path) -> dict:
-    return client.call("projects.update", slug="alpha", settings_json={"import_roots": [str(src)]})
-
-
 def root_of(alpha: dict) -> Path:
     return Path(alpha["root_dir"])
 

@@ -78,18 +78,6 @@ class KeepsEverything:
 # --- fixtures and helpers ---
 
 
-@pytest.fixture
-def src(tmp_path: Path) -> Path:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    return folder
-
-
-@pytest.fixture
-def alpha(client: Client, project: dict, src: Path) -> dict:
-    return client.call("projects.update", slug="alpha", settings_json={"import_roots": [str(src)]})
-
-
 def imported(client: Client, path: Path, slug: str = "alpha") -> dict:
     return client.call("assets.import", slug=slug, paths=[str(path)])["items"][0]
 

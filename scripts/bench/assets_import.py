@@ -34,9 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / ".venv"
-VENV_PY = VENV / "bin" / "python"
+from benchenv import ensure_venv  # noqa: E402 - beside this script
 TARGET = 1.5
 
 
@@ -233,16 +231,6 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if (args.strict and not ok) else 0
 
 
-def _ensure_venv() -> None:
-    """Re-runs under the project's venv when started by another interpreter that cannot import iat."""
-    try:
-        import iat  # noqa: F401
-    except ImportError:
-        if VENV_PY.exists() and Path(sys.prefix).resolve() != VENV.resolve():
-            os.execv(str(VENV_PY), [str(VENV_PY), str(Path(__file__).resolve()), *sys.argv[1:]])
-        raise
-
-
 if __name__ == "__main__":
-    _ensure_venv()
+    ensure_venv(__file__)
     raise SystemExit(main())

@@ -27,14 +27,12 @@ import resource
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV_PY = ROOT / ".venv" / "bin" / "python"
+from benchenv import VENV_PY, ensure_venv  # noqa: E402 - beside this script
 SIZE = (384, 256)
 STAGES = ["style_lock", "light_time", "weather_effects", "advanced"]
 
@@ -203,5 +201,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT / "sidecar"))
+    ensure_venv(__file__)
     raise SystemExit(main())
