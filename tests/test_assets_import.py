@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 import threading
 import uuid
@@ -387,16 +389,21 @@ def test_put_bytes_dedups_and_sweep_removes_orphans_and_temps(tmp_path: Path):
     assert store.put_bytes(root, one.getvalue()) == kept  # same bytes, same address, one file
     orphan = store.put_bytes(root, b"an unreferenced note\n")
     assert orphan.rel_uri.endswith(".txt")
-    stray = store.temp_dir(root) / "deadbeef.part"
+    stray = store.temp_dir(root) / "deadbeef.part"  # an older writer's name, no pid: gone
     stray.write_bytes(b"half a file")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = store.temp_dir(root) / f"{int(gone.stdout)}-0123.part"  # a writer that exited (killed mid-write)
+    dead.write_bytes(b"half a file")
+    live = store.stage_bytes(root, b"a write in flight in this process")  # a live writer's: kept
     foreign = root / "assets" / "README"
     foreign.write_text("not the store's")  # outside the layout: left alone
 
     removed = store.sweep_orphans(root, {kept.rel_uri})
-    assert sorted(removed) == sorted([orphan.rel_uri, "assets/.tmp/deadbeef.part"])
-    assert store.abs_path(root, kept.rel_uri).is_file() and foreign.is_file()
-    assert not store.abs_path(root, orphan.rel_uri).exists() and not stray.exists()
+    assert sorted(removed) == sorted([orphan.rel_uri, "assets/.tmp/deadbeef.part", f"assets/.tmp/{dead.name}"])
+    assert store.abs_path(root, kept.rel_uri).is_file() and foreign.is_file() and Path(live.temp).is_file()
+    assert not store.abs_path(root, orphan.rel_uri).exists() and not stray.exists() and not dead.exists()
     assert store.sweep_orphans(root, {kept.rel_uri}) == []
+    store.discard([live])
 
 
 def test_put_file_refuses_a_lying_extension_and_leaves_no_temp(tmp_path: Path):

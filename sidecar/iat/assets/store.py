@@ -109,7 +109,8 @@ def temp_dir(root: Path) -> Path:
 
 
 def _new_temp(tmp: Path | str) -> tuple[str, int]:
-    path = os.path.join(tmp, f"{uuid.uuid4().hex}.part")
+    # Named for the writing process, so a sweep can tell a dead writer's leftovers from a live one's work.
+    path = os.path.join(tmp, f"{os.getpid()}-{uuid.uuid4().hex}.part")
     return path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o644)
 
 
@@ -328,9 +329,10 @@ def remove_unreferenced(root: Path, rel_uris: Iterable[str], referenced: set[str
 
 def sweep_orphans(root: Path, referenced: set[str]) -> list[str]:
     """Removes every content-addressed file under assets/ that no row references, and every temp file of an
-    interrupted write; returns their storage uris (temps as "assets/.tmp/<name>"). Files that do not follow
-    the store's layout are left alone. Run it at start-up or on the project's writer thread, never while a
-    `stage_*`/`commit` of this project is in flight elsewhere: their temps would go too."""
+    interrupted write (its writing process is gone); returns their storage uris (temps as
+    "assets/.tmp/<name>"). Files that do not follow the store's layout are left alone. Run it on the project's
+    writer thread (or at start-up): a file renamed into place is then either referenced already or not yet
+    renamed, and temps of writers still alive (this process's or another's on the same project) are kept."""
     base = Path(root) / ASSETS_DIR
     removed: list[str] = []
     if not base.is_dir():
@@ -338,7 +340,7 @@ def sweep_orphans(root: Path, referenced: set[str]) -> list[str]:
     for shard in sorted(base.iterdir()):
         if shard.name == TEMP_DIR and shard.is_dir():
             for temp in sorted(shard.iterdir()):
-                if temp.is_file() and _unlink(temp):
+                if temp.is_file() and not _writer_alive(temp.name) and _unlink(temp):
                     removed.append(f"{ASSETS_DIR}/{TEMP_DIR}/{temp.name}")
             continue
         if not (shard.is_dir() and re.fullmatch(r"[0-9a-f]{2}", shard.name)):
@@ -351,6 +353,25 @@ def sweep_orphans(root: Path, referenced: set[str]) -> list[str]:
                     and _unlink(path):
                 removed.append(uri)
     return removed
+
+
+def _writer_alive(temp_name: str) -> bool:
+    """Whether the process that wrote this temp (`<pid>-<uuid>.part`) still runs (then its write may still be
+    in flight). A name without a pid is an older writer's: gone."""
+    pid, sep, _ = temp_name.partition("-")
+    if not sep or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return True
+    if os.name == "nt":  # no signal 0 there: only this process's temps are known to be alive
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _unlink(path: Path | str) -> bool:
