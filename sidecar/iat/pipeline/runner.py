@@ -162,13 +162,7 @@ class Runner:
     # --- one run ---
 
     def _process(self, slug: str, run_id: str) -> None:
-        try:
-            lease = self.app.projects.lease(slug)
-            handle = lease.__enter__()
-        except IATError as exc:
-            log.warning("run %s: project %s is not available: %s", run_id, slug, exc.message)
-            return
-        try:
+        with self.app.projects.lease(slug) as handle:  # a project gone meanwhile: an IATError, logged by _loop
             run_dir = handle.root / RUNS_DIR / run_id
             run_dir.mkdir(parents=True, exist_ok=True)
             try:
@@ -176,8 +170,6 @@ class Runner:
                     _RunWork(self, handle, run_id, run_dir).run()
             except Timeout:
                 log.info("run %s is being worked on by another process; leaving it", run_id)
-        finally:
-            lease.__exit__(None, None, None)
 
 
 class _RunWork:
