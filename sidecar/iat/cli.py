@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     schema.add_argument("--check", action="store_true", help="fail when schema/ differs from the code")
     schema.add_argument("--dir", default="schema")
     schema.add_argument("--pg-dsn", help="PostgreSQL server to build the PostgreSQL DDL on")
+    # Hidden: the frozen build's check that its keyring backend stores and reads secrets (iat.secrets.selftest).
+    selftest = sub.add_parser("secrets-selftest")
+    selftest.add_argument("--home")
+    selftest.add_argument("--project", metavar="SLUG")
+    selftest.add_argument("--provider", default="selftest")
+    selftest.add_argument("--name", default="probe")
+    selftest.add_argument("--expect-sha256")
     return parser
 
 
@@ -95,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         from iat.doctor import run_doctor
 
         return run_doctor(_settings(args.home), as_json=args.json)
+    if args.command == "secrets-selftest":
+        from iat.secrets.selftest import run_selftest
+
+        return run_selftest(args, _settings)
     if args.command == "schema":
         from iat.schema_files import run_schema
 

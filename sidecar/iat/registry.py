@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "iat.commands.run_outputs",
     "iat.commands.images",
     "iat.commands.quality",
+    "iat.commands.secrets",
 )
 
 

@@ -22,6 +22,9 @@ class Settings:
     peer_outbox_messages: int = 4096
     # Candidates the pipeline runner works on at once (its own threads, apart from worker_threads).
     runner_threads: int = 2
+    # Passphrase mode of the secrets vault (iat.secrets.vault): the master key is derived from it with scrypt
+    # instead of living in the OS keyring. Unset: the keyring only.
+    secrets_passphrase: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -43,6 +46,8 @@ class Settings:
             settings = replace(settings, peer_outbox_messages=int(env["IAT_PEER_OUTBOX_MESSAGES"]))
         if env.get("IAT_RUNNER_THREADS"):
             settings = replace(settings, runner_threads=max(1, int(env["IAT_RUNNER_THREADS"])))
+        if env.get("IAT_SECRETS_PASSPHRASE"):
+            settings = replace(settings, secrets_passphrase=env["IAT_SECRETS_PASSPHRASE"])
         if env.get("IAT_LOG_LEVEL"):
             settings = replace(settings, log_level=env["IAT_LOG_LEVEL"].upper())
         return replace(settings, **overrides)

@@ -4,6 +4,7 @@
   system.info answer; closing stdin ends the process within 2 s and leaves no process behind.
 - `doctor --json`: every product dependency (onnxruntime, rembg/pymatting/numba, boto3, keyring, vosk, ...) imports
   inside the frozen build, and numba's JIT cache lands in the writable user cache dir set by the runtime hook.
+- secrets: stored with secrets.set in the OS keyring's Secret Service, read back by `secrets-selftest`.
 - the bundle's shape: botocore data pruned to the services the sidecar uses, no test suites shipped.
 
 The binary is dist/iat-sidecar (scripts/build-sidecar builds it). It runs in a bare environment: PATH names only an
@@ -13,6 +14,7 @@ is missing the tests skip, unless IAT_REQUIRE_REAL_PARTS=1 (scripts/test sets it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -243,6 +245,53 @@ def test_frozen_serve_stdio_smoke(frozen_binary: Path, bare_env: dict[str, str])
             assert not _in_session(sidecar.proc.pid), "processes of the sidecar's session outlived it"
     finally:
         sidecar.kill()
+
+
+def test_frozen_secrets_live_in_the_os_keyring(frozen_binary: Path, bare_env: dict[str, str]) -> None:
+    """A secret stored through the frozen `serve` (secrets.set) is read back by the frozen binary after a restart
+    (`secrets-selftest`), through the real Secret Service of the session scripts/test runs in
+    (scripts/lib/with-keyring): the keyring backends and their D-Bus libraries must be in the bundle."""
+    from tests.support import missing_real_part
+
+    bus = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    if not bus:
+        missing_real_part("a D-Bus session with a Secret Service (run under scripts/lib/with-keyring)")
+    env = {**bare_env, "DBUS_SESSION_BUS_ADDRESS": bus}
+    value = "sk-frozen-" + hashlib.sha256(os.urandom(16)).hexdigest()[:32]
+    sidecar = FrozenSidecar(frozen_binary, env)
+    try:
+        assert sidecar.read_message(timeout=60).get("method") == "sidecar.ready"
+        sidecar.result("projects.create", {"slug": "vault", "name": "Vault"})
+        stored = sidecar.call("secrets.set", {"slug": "vault", "provider_code": "openai", "secret_name": "api_key",
+                                              "value": value})
+        if "error" in stored and stored["error"]["data"]["name"] == "secrets_unavailable":
+            missing_real_part(f"a usable Secret Service: {stored['error']['message']}")
+        assert "error" not in stored, stored
+        assert stored["result"]["kms_key_ref"].startswith("keyring:")
+        listed = sidecar.result("secrets.list", {"slug": "vault"})
+        assert [s["secret_name"] for s in listed["items"]] == ["api_key"]
+        assert value not in json.dumps([stored, listed])
+        sidecar.proc.stdin.close()
+        assert sidecar.proc.wait(timeout=10) == 0
+        assert value not in sidecar.log()
+    finally:
+        sidecar.kill()
+    home = Path(bare_env["IAT_HOME"])
+    assert not any(value.encode() in p.read_bytes() for p in home.rglob("*") if p.is_file())
+
+    check = subprocess.run(
+        [str(frozen_binary), "secrets-selftest", "--home", str(home), "--project", "vault", "--provider", "openai",
+         "--name", "api_key", "--expect-sha256", hashlib.sha256(value.encode()).hexdigest()],
+        env=env, cwd=bare_env["HOME"], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, f"{check.stdout}\n{check.stderr[-3000:]}"
+    report = json.loads(check.stdout.strip().splitlines()[-1])
+    assert report["ok"] is True and report["backend"] == "keyring.backends.SecretService.Keyring", report
+    assert value not in check.stdout + check.stderr
+
+    throwaway = subprocess.run([str(frozen_binary), "secrets-selftest"], env=env, cwd=bare_env["HOME"],
+                               capture_output=True, text=True, timeout=120)
+    assert throwaway.returncode == 0, f"{throwaway.stdout}\n{throwaway.stderr[-3000:]}"
+    assert json.loads(throwaway.stdout.strip().splitlines()[-1])["ok"] is True
 
 
 def test_frozen_demo_makes_pictures(frozen_binary: Path, bare_env: dict[str, str], tmp_path: Path) -> None:
