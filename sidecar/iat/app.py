@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from iat.pipeline.runner import Runner
     from iat.plugins import LazyRegistry
     from iat.projects.directory import ProjectDirectory
+    from iat.secrets.vault import Vault
 
 
 class App:
@@ -34,6 +35,8 @@ class App:
         # Per-start secret for the socket and HTTP transports; stdio needs none (its parent owns the pipe).
         self.token = token or secrets.token_urlsafe(32)
         self.redactor.add(self.token)
+        if settings.secrets_passphrase:
+            self.redactor.add(settings.secrets_passphrase)
         self.started_transports: dict[str, dict] = {}
         self.stopping = threading.Event()  # set when shutdown begins: transports admit no new calls
         self.shutdown_requested = threading.Event()  # set by system.shutdown and signals: the runner stops
@@ -43,6 +46,7 @@ class App:
         self._runner: Runner | None = None
         self._providers: LazyRegistry | None = None
         self._engines: LazyRegistry | None = None
+        self._vault: Vault | None = None
 
     # --- databases and services, opened on first use ---
 
@@ -89,6 +93,16 @@ class App:
 
                 self._engines = LazyRegistry("engine", default_engines())
             return self._engines
+
+    @property
+    def vault(self) -> Vault:
+        """Encrypts and decrypts project secrets; its key in the OS keyring, or from the passphrase setting."""
+        with self._lock:
+            if self._vault is None:
+                from iat.secrets.vault import Vault
+
+                self._vault = Vault(self.settings.secrets_passphrase)
+            return self._vault
 
     @property
     def runner(self) -> Runner:

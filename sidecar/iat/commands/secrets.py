@@ -66,7 +66,7 @@ def set_secret(ctx, p: SecretSetParams) -> SecretOut:
     """Stores (or replaces) a secret, encrypted with AES-256-GCM under the project's master key."""
     ctx.app.redactor.add(p.value)
     handle = ctx.app.projects.open(p.slug)
-    row = handle.store.write(repo.set_secret, repo.vault(ctx.app), handle.id, _actor(ctx), p.provider_code,
+    row = handle.store.write(repo.set_secret, ctx.app.vault, handle.id, _actor(ctx), p.provider_code,
                              p.secret_name, p.value)
     ctx.app.events.publish("secret.set", {"project_id": handle.id, "provider_code": p.provider_code,
                                           "secret_name": p.secret_name})
@@ -89,7 +89,7 @@ def delete_secret(ctx, p: SecretRef) -> SecretOut:
     handle = ctx.app.projects.open(p.slug)
     row, unused = handle.store.write(repo.delete_secret, handle.id, _actor(ctx), p.provider_code, p.secret_name)
     for ref in unused:
-        repo.vault(ctx.app).retire(ref)
+        ctx.app.vault.retire(ref)
     ctx.app.events.publish("secret.deleted", {"project_id": handle.id, "provider_code": p.provider_code,
                                               "secret_name": p.secret_name})
     return SecretOut.model_validate(row)
@@ -102,8 +102,8 @@ def rotate_key(ctx, p: ProjectRef) -> SecretsRotated:
     """Re-encrypts every secret of the project under a new master key in one transaction, then retires the old
     key (a secret is readable under the old key until the commit, under the new one from then)."""
     handle = ctx.app.projects.open(p.slug)
-    new_ref, old, count = handle.store.write(repo.rotate, repo.vault(ctx.app), handle.id, _actor(ctx))
+    new_ref, old, count = handle.store.write(repo.rotate, ctx.app.vault, handle.id, _actor(ctx))
     for ref in old:
-        repo.vault(ctx.app).retire(ref)
+        ctx.app.vault.retire(ref)
     ctx.app.events.publish("secrets.key_rotated", {"project_id": handle.id, "kms_key_ref": new_ref})
     return SecretsRotated(kms_key_ref=new_ref, secrets=count)

@@ -4,7 +4,6 @@ through reveal(), inside the process; no row this module returns carries a value
 from __future__ import annotations
 
 import uuid
-import weakref
 
 from iat.audit import repo as audit
 from iat.clock import utcnow
@@ -12,18 +11,8 @@ from iat.db.models import ProjectApiSecret
 from iat.errors import NotFound
 from iat.secrets.vault import Vault
 
-_VAULTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
 _PUBLIC = (ProjectApiSecret.id, ProjectApiSecret.provider_code, ProjectApiSecret.secret_name,
            ProjectApiSecret.kms_key_ref, ProjectApiSecret.created_at, ProjectApiSecret.updated_at)
-
-
-def vault(app) -> Vault:
-    """The App's vault (one per App: its passphrase comes from the App's settings)."""
-    found = _VAULTS.get(app)
-    if found is None:
-        found = _VAULTS.setdefault(app, Vault(getattr(app.settings, "secrets_passphrase", None)))
-    return found
 
 
 def _row(project_id: str, provider_code: str, secret_name: str):
@@ -119,6 +108,6 @@ def reveal(app, handle, provider_code: str, secret_name: str) -> str:
     if row is None:
         raise NotFound(f"no secret {provider_code}/{secret_name} in this project",
                        details={"provider_code": provider_code, "secret_name": secret_name})
-    value = vault(app).decrypt(row["secret_ciphertext"], row["kms_key_ref"], handle.id, provider_code, secret_name)
+    value = app.vault.decrypt(row["secret_ciphertext"], row["kms_key_ref"], handle.id, provider_code, secret_name)
     app.redactor.add(value)
     return value
