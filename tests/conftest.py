@@ -54,6 +54,19 @@ def alpha(client: Client, project: dict, src: Path) -> dict:
     return client.call("projects.update", slug="alpha", settings_json={"import_roots": [str(src)]})
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine_store(request, tmp_path: Path):
+    """A fresh project database on each engine: a SQLite file, and a database on the real PostgreSQL server."""
+    from iat.db.store import Store
+
+    if request.param == "sqlite":
+        s = Store.open_sqlite(tmp_path / "project.db", "project")
+    else:
+        s = Store.open_postgres(request.getfixturevalue("pg_database"), "project")
+    yield s
+    s.close()
+
+
 @pytest.fixture(scope="session")
 def pg_dsn() -> str:
     dsn = os.environ.get("IAT_TEST_PG_DSN")

@@ -447,61 +447,49 @@ def test_insert_asset_for_the_runner(app: App, client: Client, project: dict):
 # --- the same repository code on both engines ---
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request, tmp_path):
-    from iat.db.store import Store
-
-    if request.param == "sqlite":
-        s = Store.open_sqlite(tmp_path / "project.db", "project")
-    else:
-        s = Store.open_postgres(request.getfixturevalue("pg_database"), "project")
-    yield s
-    s.close()
-
-
-def _project(db, slug: str) -> str:
+def _project(engine_store, slug: str) -> str:
     from iat.projects import repo as projects
 
     now = utcnow()
     owner = {"id": str(uuid.uuid4()), "username": f"u-{slug}", "display_name": "U", "email": None,
              "is_active": True, "created_at": now, "updated_at": now}
     pid = str(uuid.uuid4())
-    db.write(projects.create_project, owner, {"id": pid, "slug": slug, "name": slug, "description": "",
+    engine_store.write(projects.create_project, owner, {"id": pid, "slug": slug, "name": slug, "description": "",
                                               "settings_json": {}}, {"local_base_dir": "/p"}, now)
     return pid
 
 
-def test_repository_on_both_engines(db):
+def test_repository_on_both_engines(engine_store):
     """Batch insert, dedup, links, the cycle check, lineage and the project scope on a shared database."""
-    a, b = _project(db, "a"), _project(db, "b")
+    a, b = _project(engine_store, "a"), _project(engine_store, "b")
 
     def stored(n: int) -> store.StoredFile:
         sha = hashlib.sha256(str(n).encode()).hexdigest()
         return store.StoredFile(sha, store.address(sha, "png"), 10 + n, "image/png", n + 1, n + 2, "png")
 
     files = [(stored(n), {"original_name": f"{n}.png"}) for n in (0, 1, 2, 1)]
-    out = db.write(repo.import_assets, a, "input", files, utcnow(), None)
+    out = engine_store.write(repo.import_assets, a, "input", files, utcnow(), None)
     assert [dedup for _, dedup in out] == [False, False, False, True] and out[3][0]["id"] == out[1][0]["id"]
-    [(first, dedup)] = db.write(repo.import_assets, a, "input", files[:1], utcnow(), None)
+    [(first, dedup)] = engine_store.write(repo.import_assets, a, "input", files[:1], utcnow(), None)
     assert first["id"] == out[0][0]["id"] and dedup is True
     ids = [row["id"] for row, _ in out[:3]]
-    row = db.read(repo.get_asset, a, ids[2])
+    row = engine_store.read(repo.get_asset, a, ids[2])
     assert (row["width"], row["height"], row["metadata_json"]) == (3, 4, {"size_bytes": 12, "original_name": "2.png"})
-    foreign = db.write(repo.insert_asset, b, "input", stored(9), {}, utcnow())
+    foreign = engine_store.write(repo.insert_asset, b, "input", stored(9), {}, utcnow())
 
     now = utcnow()
-    db.write(repo.insert_link, a, ids[0], ids[1], "derived_from", now)
-    db.write(repo.insert_link, a, ids[1], ids[2], "derived_from", now)
+    engine_store.write(repo.insert_link, a, ids[0], ids[1], "derived_from", now)
+    engine_store.write(repo.insert_link, a, ids[1], ids[2], "derived_from", now)
     with pytest.raises(Conflict):
-        db.write(repo.insert_link, a, ids[2], ids[0], "derived_from", now)
+        engine_store.write(repo.insert_link, a, ids[2], ids[0], "derived_from", now)
     with pytest.raises(Conflict):  # the row exists in this database, but in project b
-        db.write(repo.insert_link, a, ids[0], foreign["id"], "derived_from", now)
-    up = db.read(repo.lineage, a, ids[2], "ancestors")
+        engine_store.write(repo.insert_link, a, ids[0], foreign["id"], "derived_from", now)
+    up = engine_store.read(repo.lineage, a, ids[2], "ancestors")
     assert [(n["id"], n["depth"]) for n in up["nodes"]] == [(ids[2], 0), (ids[1], 1), (ids[0], 2)]
     assert len(up["edges"]) == 2
-    down = db.read(repo.lineage, a, ids[0], "descendants", 1)
+    down = engine_store.read(repo.lineage, a, ids[0], "descendants", 1)
     assert [(n["id"], n["depth"]) for n in down["nodes"]] == [(ids[0], 0), (ids[1], 1)]
-    assert db.read(repo.referenced_uris, a, [stored(0).rel_uri, stored(9).rel_uri]) == {stored(0).rel_uri}
+    assert engine_store.read(repo.referenced_uris, a, [stored(0).rel_uri, stored(9).rel_uri]) == {stored(0).rel_uri}
 
 
 def test_an_unexpected_error_while_staging_leaves_no_temp(client: Client, alpha: dict, src: Path, monkeypatch):

@@ -342,19 +342,7 @@ def test_other_projects_assets_unknown_ids_and_non_images_are_refused_and_nothin
 # --- the asset filter on both engines ---
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request, tmp_path: Path):
-    from iat.db.store import Store
-
-    if request.param == "sqlite":
-        s = Store.open_sqlite(tmp_path / "project.db", "project")
-    else:
-        s = Store.open_postgres(request.getfixturevalue("pg_database"), "project")
-    yield s
-    s.close()
-
-
-def test_reports_about_one_asset_are_found_on_sqlite_and_postgresql(store):
+def test_reports_about_one_asset_are_found_on_sqlite_and_postgresql(engine_store):
     """quality.list's asset filter reads summary_json per dialect (json_extract / ->>) and a run's candidates."""
     from iat.assets import repo as assets_repo
     from iat.assets.store import StoredFile
@@ -367,13 +355,13 @@ def test_reports_about_one_asset_are_found_on_sqlite_and_postgresql(store):
     owner = {"id": str(uuid.uuid4()), "username": "local", "display_name": "Local", "email": None,
              "is_active": True, "created_at": now, "updated_at": now}
     pid = str(uuid.uuid4())
-    store.write(projects.create_project, owner, {"id": pid, "slug": "alpha", "name": "Alpha", "description": "",
+    engine_store.write(projects.create_project, owner, {"id": pid, "slug": "alpha", "name": "Alpha", "description": "",
                                                  "settings_json": {}},
                 {"local_base_dir": "/p", "local_project_root": "/p/alpha"}, now)
 
     def asset(i: int) -> str:
         stored = StoredFile(f"{i:064x}", f"assets/00/{i:064x}.png", 10, "image/png", 8, 8, "png")
-        return store.write(assets_repo.insert_asset, pid, "input", stored, {}, utcnow())["id"]
+        return engine_store.write(assets_repo.insert_asset, pid, "input", stored, {}, utcnow())["id"]
 
     one, two = asset(1), asset(2)
 
@@ -388,12 +376,12 @@ def test_reports_about_one_asset_are_found_on_sqlite_and_postgresql(store):
             made[name] = pipeline_repo.insert_report(pid, None, None, None, "output_guard", summary, utcnow())["id"]
         return made
 
-    made = store.write(reports)
-    found = {key: [r["id"] for r in store.read(list_reports, pid, None, None, None, 10, None, key)[0]]
+    made = engine_store.write(reports)
+    found = {key: [r["id"] for r in engine_store.read(list_reports, pid, None, None, None, 10, None, key)[0]]
              for key in (one, two, str(uuid.uuid4()))}
     assert found[one] == [made["one"], made["run"]] and found[two] == [made["two"]]
     assert list(found.values())[2] == []
-    assert len(store.read(list_reports, pid, None, None, None, 10, None)[0]) == 4
+    assert len(engine_store.read(list_reports, pid, None, None, None, 10, None)[0]) == 4
 
 
 # --- the REST routes, through the real HTTP transport ---

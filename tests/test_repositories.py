@@ -17,62 +17,52 @@ from iat.errors import Conflict, NotFound
 from iat.projects import repo as projects
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        s = Store.open_sqlite(tmp_path / "project.db", "project")
-    else:
-        s = Store.open_postgres(request.getfixturevalue("pg_database"), "project")
-    yield s
-    s.close()
-
-
 def _owner() -> dict:
     now = utcnow()
     return {"id": str(uuid.uuid4()), "username": "local", "display_name": "Local", "email": None, "is_active": True,
             "created_at": now, "updated_at": now}
 
 
-def _create(store: Store, owner: dict, slug: str) -> dict:
+def _create(engine_store: Store, owner: dict, slug: str) -> dict:
     pid = str(uuid.uuid4())
-    return store.write(projects.create_project, owner,
+    return engine_store.write(projects.create_project, owner,
                        {"id": pid, "slug": slug, "name": slug.title(), "description": "", "settings_json": {"k": [1]}},
                        {"local_base_dir": "/p", "local_project_root": f"/p/{slug}"}, utcnow())
 
 
-def test_project_rows_round_trip(store: Store):
+def test_project_rows_round_trip(engine_store: Store):
     owner = _owner()
-    row = _create(store, owner, "alpha")
+    row = _create(engine_store, owner, "alpha")
     assert row["settings_json"] == {"k": [1]} and row["status"] == "active"
     assert row["created_at"].tzinfo is not None
-    changed = store.write(projects.update_project, row["id"], {"name": "A2", "status": "archived"}, owner["id"],
+    changed = engine_store.write(projects.update_project, row["id"], {"name": "A2", "status": "archived"}, owner["id"],
                           "project.updated", utcnow())
     assert (changed["name"], changed["status"]) == ("A2", "archived")
-    storage = store.write(projects.update_storage, row["id"], {"s3_enabled": True, "s3_bucket": "b-1"}, owner["id"],
-                          utcnow())
+    storage = engine_store.write(projects.update_storage, row["id"], {"s3_enabled": True, "s3_bucket": "b-1"},
+                                 owner["id"], utcnow())
     assert storage["s3_enabled"] is True and storage["s3_bucket"] == "b-1"
-    events, cursor = store.read(audit.list_events, row["id"], 10, None)
+    events, cursor = engine_store.read(audit.list_events, row["id"], 10, None)
     assert [e["event_code"] for e in events] == ["storage.updated", "project.updated", "project.created"]
     assert cursor is None
 
 
-def test_constraints_become_typed_errors_and_roll_back(store: Store):
+def test_constraints_become_typed_errors_and_roll_back(engine_store: Store):
     owner = _owner()
-    first = _create(store, owner, "alpha")
+    first = _create(engine_store, owner, "alpha")
     with pytest.raises(Conflict):
-        _create(store, owner, "alpha")
+        _create(engine_store, owner, "alpha")
     with pytest.raises(Conflict):  # an enumeration CHECK, caught by the database itself
-        store.write(projects.update_project, first["id"], {"status": "bogus"}, owner["id"], "x", utcnow())
-    assert store.read(projects.get_project, first["id"])["status"] == "active"
-    events, _ = store.read(audit.list_events, first["id"], 10, None)
+        engine_store.write(projects.update_project, first["id"], {"status": "bogus"}, owner["id"], "x", utcnow())
+    assert engine_store.read(projects.get_project, first["id"])["status"] == "active"
+    events, _ = engine_store.read(audit.list_events, first["id"], 10, None)
     assert [e["event_code"] for e in events] == ["project.created"]  # the failed writes left no audit row
     with pytest.raises(NotFound):
-        store.read(projects.get_project, str(uuid.uuid4()))
+        engine_store.read(projects.get_project, str(uuid.uuid4()))
 
 
-def test_queries_are_scoped_to_one_project(store: Store):
+def test_queries_are_scoped_to_one_project(engine_store: Store):
     owner = _owner()
-    a, b = _create(store, owner, "alpha"), _create(store, owner, "beta")
+    a, b = _create(engine_store, owner, "alpha"), _create(engine_store, owner, "beta")
     base = utcnow()
 
     def add_assets() -> None:
@@ -81,16 +71,17 @@ def test_queries_are_scoped_to_one_project(store: Store):
                 for pid in (a["id"], b["id"]) for i in range(25)]
         Asset.insert_many(rows).execute()
 
-    store.write(add_assets)
+    engine_store.write(add_assets)
     seen, cursor = [], None
     while True:
-        page, cursor = store.read(assets.list_assets, a["id"], None, 10, cursor)
+        page, cursor = engine_store.read(assets.list_assets, a["id"], None, 10, cursor)
         seen += page
         if cursor is None:
             break
     assert len(seen) == 25 and {r["project_id"] for r in seen} == {a["id"]}
     assert [r["created_at"] for r in seen] == sorted((r["created_at"] for r in seen), reverse=True)
-    generated, _ = store.read(assets.list_assets, a["id"], "generated", 100, None)
+    generated, _ = engine_store.read(assets.list_assets, a["id"], "generated", 100, None)
     assert len(generated) == 12 and {r["kind"] for r in generated} == {"generated"}
+    b_asset = engine_store.read(assets.list_assets, b["id"], None, 1, None)[0][0]["id"]
     with pytest.raises(NotFound):  # b's asset is not visible through a
-        store.read(assets.get_asset, a["id"], next(r["id"] for r in store.read(assets.list_assets, b["id"], None, 1, None)[0]))
+        engine_store.read(assets.get_asset, a["id"], b_asset)
