@@ -36,12 +36,12 @@ class BlankWhenAsked(PreviewProvider):
 
     code = "blank_when_asked"
 
-    def generate(self, request: GenerateRequest, *, cancel=None) -> GenerateResult:
+    def generate(self, request: GenerateRequest, account=None, *, cancel=None, timeout=None) -> GenerateResult:
         if "blank" in request.scene.text:
             image = Image.new("RGB", (request.width, request.height), (90, 90, 90))
             return GenerateResult(encode_png(image), request.seed or 0, "flat", request.width, request.height,
                                   {"units": 1, "cost_usd": 0})
-        return super().generate(request, cancel=cancel)
+        return super().generate(request, account, cancel=cancel)
 
 
 class RefusesWhenAsked(PreviewProvider):
@@ -49,10 +49,10 @@ class RefusesWhenAsked(PreviewProvider):
 
     code = "refuses_when_asked"
 
-    def generate(self, request: GenerateRequest, *, cancel=None) -> GenerateResult:
+    def generate(self, request: GenerateRequest, account=None, *, cancel=None, timeout=None) -> GenerateResult:
         if "forbidden" in request.scene.text:
             raise ProviderError("the provider refused this prompt", details={"reason": "content_policy"})
-        return super().generate(request, cancel=cancel)
+        return super().generate(request, account, cancel=cancel)
 
 
 class Counting(PreviewProvider):
@@ -61,9 +61,9 @@ class Counting(PreviewProvider):
     def __init__(self) -> None:
         self.calls = 0
 
-    def generate(self, request: GenerateRequest, *, cancel=None) -> GenerateResult:
+    def generate(self, request: GenerateRequest, account=None, *, cancel=None, timeout=None) -> GenerateResult:
         self.calls += 1
-        return super().generate(request, cancel=cancel)
+        return super().generate(request, account, cancel=cancel)
 
 
 @pytest.fixture

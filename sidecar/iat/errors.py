@@ -90,7 +90,45 @@ class PayloadTooLarge(IATError):
 
 
 class ProviderError(IATError):
+    """A generation provider or paid API failed. The subclasses say how; `retryable` tells the ledger whether
+    another attempt may help. Connectors put the vendor's HTTP status in details["http_status"] when there was one.
+    """
+
     code, name, http_status = -32020, "provider_error", 502
+    retryable = False
+
+
+class ProviderAuthFailed(ProviderError):
+    """The vendor refused the credentials (401/403): fix the provider's secret."""
+
+    code, name, http_status = -32024, "provider_auth_failed", 502
+
+
+class ProviderQuotaExhausted(ProviderError):
+    """The vendor's account is out of credits or quota (402, or a 429 whose body says quota)."""
+
+    code, name, http_status = -32025, "provider_quota_exhausted", 402
+
+
+class ProviderBadRequest(ProviderError):
+    """The vendor refused what was asked (400/404/422: a bad workflow, model or parameter)."""
+
+    code, name, http_status = -32026, "provider_bad_request", 502
+
+
+class ProviderUnavailable(ProviderError):
+    """The vendor is down, not running, or broke its answer off (5xx, connection refused or reset, a truncated
+    or malformed body)."""
+
+    code, name, http_status = -32027, "provider_unavailable", 503
+    retryable = True
+
+
+class ProviderTimeout(ProviderError):
+    """The vendor did not answer within the provider's timeout."""
+
+    code, name, http_status = -32028, "provider_timeout", 504
+    retryable = True
 
 
 class EngineError(IATError):
@@ -99,12 +137,21 @@ class EngineError(IATError):
     code, name, http_status = -32021, "engine_error", 502
 
 
-class RateLimited(IATError):
+class RateLimited(ProviderError):
+    """The vendor asked to come back later (429); `retry_after` is its Retry-After in seconds when it sent one."""
+
     code, name, http_status = -32029, "rate_limited", 429
+    retryable = True
 
     def __init__(self, message: str, *, retry_after: float | None = None, details: dict[str, Any] | None = None):
         super().__init__(message, details={**(details or {}), "retry_after": retry_after})
         self.retry_after = retry_after
+
+
+class BudgetExhausted(IATError):
+    """The project's cost budget cannot pay for the call: nothing was sent to the provider."""
+
+    code, name, http_status = -32032, "budget_exhausted", 402
 
 
 class SchemaVersionError(IATError):

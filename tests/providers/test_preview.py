@@ -67,7 +67,7 @@ def test_interface_and_registration():
     registry: LazyRegistry[ImageProvider] = LazyRegistry("provider", default_providers())
     provider = registry.get("preview")
     assert isinstance(provider, ImageProvider) and provider.code == "preview"
-    assert provider.status(None, None).ready
+    assert provider.status(provider.default_account()).ready
     estimate = provider.estimate(request())
     assert estimate.cost_usd == 0 and estimate.currency == "USD"
     result = provider.generate(request())

@@ -1,10 +1,15 @@
 """The generation interface every image provider implements: preview (built in), OpenAI Images, ComfyUI, A1111.
 
 A provider turns one `GenerateRequest` (text-to-image, or image-to-image on the previous stage's output) into one
-PNG. It never touches the database or the ledger: the runner records calls, costs and retries around it. Vendor
-failures become typed errors here, at the boundary: `ProviderError` for anything the provider refused or broke
-on, `RateLimited` (with `retry_after` seconds) when it asks to come back later. A cancelled call raises
-`Cancelled`, which is not a client-facing error: the runner catches it and marks the work cancelled.
+PNG, for one `Account` (the project's validated configuration of that provider and its decrypted secrets). It
+never touches the database: the ledger (`iat.ledger`) wraps every call, recording attempts, retries and cost, and
+enforcing the provider's concurrency, timeout and the project's budget. So one `generate` is one attempt.
+
+Vendor failures become typed errors here, at the boundary (`iat.errors`): `ProviderAuthFailed`,
+`ProviderQuotaExhausted`, `ProviderBadRequest`, `ProviderUnavailable`, `ProviderTimeout`, `RateLimited` (with
+`retry_after` seconds), or a plain `ProviderError` for a broken answer; each carries the vendor's HTTP status in
+details["http_status"] when there was one. `iat.providers.http` maps HTTP answers and transport failures. A
+cancelled call raises `Cancelled`, which is not a client-facing error: the runner marks the work cancelled.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import io
 import threading
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Mapping, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -128,7 +134,7 @@ class ProviderStatus:
 
 @dataclass(frozen=True)
 class CostEstimate:
-    units: float  # provider-specific unit (images, megapixel-steps, credits)
+    units: float  # provider-specific unit (images, tokens, credits)
     cost_usd: float
     currency: str = "USD"
 
@@ -140,22 +146,121 @@ class GenerateResult:
     model: str
     width: int
     height: int
-    usage: dict[str, Any] = field(default_factory=dict)  # at least "units" and "cost_usd"
+    # What the call used and cost: "units", "cost_usd", "currency", and "source": "vendor" when the vendor
+    # reported it (token usage, a credits header), "pricing" when it comes from the account's pricing. Any other
+    # keys are the vendor's own report (token counts), kept in the cost event's meta.
+    usage: dict[str, Any] = field(default_factory=dict)
+    http_status: int | None = None  # the vendor's status of the answer that carried the image
+
+
+# --- provider configuration (provider_accounts.config_json) ---
+
+
+def _http_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    if parts.query or parts.fragment:
+        raise ValueError("must not carry a query or fragment")
+    return value.rstrip("/")
+
+
+class Pricing(BaseModel):
+    """What a call costs when the vendor does not say: the estimate before a run, and the cost of local servers
+    (their electricity and hardware, if the studio wants it counted)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    usd_per_image: float = Field(0.0, ge=0, le=1000, description="Cost of one generated image")
+
+
+class ProviderConfig(BaseModel):
+    """provider_accounts.config_json, validated: what every provider has. Each provider subclasses it with its own
+    defaults and fields; unknown keys are refused so a typo does not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoint: str | None = Field(None, max_length=2048, description="Base URL of the provider's API")
+    model: str | None = Field(None, min_length=1, max_length=256, description="Model, checkpoint or workflow")
+    pricing: Pricing = Field(default_factory=Pricing)
+    concurrency: int = Field(2, ge=1, le=64, description="Calls in flight at once to this provider")
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="Limit of one attempt, in seconds")
+    max_attempts: int = Field(3, ge=1, le=10, description="Attempts per call, retries included")
+    backoff_s: float = Field(1.0, ge=0, le=60, description="First retry's base delay; doubles per attempt, jittered")
+    max_backoff_s: float = Field(30.0, ge=0, le=600, description="Longest wait between attempts; a Retry-After "
+                                                                 "longer than this fails the call")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return _http_url(value)
+
+
+@dataclass(frozen=True)
+class Account:
+    """One project's provider: its validated config, whether it is enabled, and its decrypted secrets (which stay
+    inside the process: never logged, never returned)."""
+
+    code: str
+    config: ProviderConfig
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    enabled: bool = True
+
+
+class BaseProvider:
+    """What most providers share: readiness from the account alone, estimates from the configured pricing."""
+
+    code: ClassVar[str]
+    config_model: ClassVar[type[ProviderConfig]] = ProviderConfig
+    required_secrets: ClassVar[tuple[str, ...]] = ()  # names a call cannot go without (e.g. "api_key")
+    optional_secrets: ClassVar[tuple[str, ...]] = ()  # names used when present (e.g. a local server's password)
+
+    def default_account(self) -> Account:
+        return Account(self.code, self.config_model())
+
+    def status(self, account: Account) -> ProviderStatus:
+        if not account.enabled:
+            return ProviderStatus(False, f"provider {self.code} is disabled; enable it with providers.enable")
+        missing = [n for n in self.required_secrets if not account.secrets.get(n)]
+        if missing:
+            return ProviderStatus(False, f"provider {self.code} needs the secret(s) {', '.join(missing)}; store "
+                                         f"them with secrets.set")
+        return ProviderStatus(True)
+
+    def estimate(self, request: GenerateRequest, account: Account | None = None) -> CostEstimate:
+        config = (account or self.default_account()).config
+        return CostEstimate(units=1.0, cost_usd=config.pricing.usd_per_image)
 
 
 @runtime_checkable
 class ImageProvider(Protocol):
     code: ClassVar[str]
+    config_model: ClassVar[type[ProviderConfig]]
+    required_secrets: ClassVar[tuple[str, ...]]
+    optional_secrets: ClassVar[tuple[str, ...]]
 
-    def status(self, account: dict | None, secrets: Mapping[str, str] | None) -> ProviderStatus:
-        """Ready or why not. Spends nothing and makes no paid call."""
+    def default_account(self) -> Account:
+        """The account a project has before it configures this provider (defaults, no secrets)."""
         ...
 
-    def estimate(self, request: GenerateRequest) -> CostEstimate:
+    def status(self, account: Account) -> ProviderStatus:
+        """Ready or why not, from the account alone. Makes no call at all."""
+        ...
+
+    def probe(self, account: Account, *, timeout: float) -> dict[str, Any]:
+        """One free call showing the provider answers with these credentials (a model or system listing, never a
+        generation); a little of what it said (version, models) comes back. Raises the typed errors."""
+        ...
+
+    def estimate(self, request: GenerateRequest, account: Account | None = None) -> CostEstimate:
         """What `generate` would cost, without calling anything."""
         ...
 
-    def generate(self, request: GenerateRequest, *, cancel: threading.Event | None = None) -> GenerateResult:
+    def generate(self, request: GenerateRequest, account: Account | None = None, *,
+                 cancel: threading.Event | None = None, timeout: float | None = None) -> GenerateResult:
+        """One attempt. `timeout` bounds it (seconds); `cancel` stops it between its requests."""
         ...
 
 

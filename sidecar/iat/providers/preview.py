@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from iat.errors import ProviderError
 from iat.providers.base import (
-    CostEstimate, GenerateRequest, GenerateResult, ProviderStatus, check_cancel, encode_png, hex_to_rgb,
+    Account, BaseProvider, GenerateRequest, GenerateResult, check_cancel, encode_png, hex_to_rgb,
 )
 from iat.providers.preview_draw import (
     DEFAULT_PALETTE, HALF_WIDTH, HAT_ROOM, RGB, Rand, digest, distance2, draw_figure, draw_scene, figure_spec,
@@ -43,16 +43,14 @@ PNG_LEVEL = 1  # zlib level 1: a third of level 6's time on graded pictures, for
 MASK_TOLERANCE = 24  # how far from the flat background a pixel must be to count as figure (cut-out mode)
 
 
-class PreviewProvider:
+class PreviewProvider(BaseProvider):
     code = "preview"
 
-    def status(self, account: dict | None = None, secrets: Mapping[str, str] | None = None) -> ProviderStatus:
-        return ProviderStatus(ready=True)
+    def probe(self, account: Account, *, timeout: float) -> dict[str, Any]:
+        return {"model": MODEL}  # in-process: nothing to reach
 
-    def estimate(self, request: GenerateRequest) -> CostEstimate:
-        return CostEstimate(units=1.0, cost_usd=0.0)
-
-    def generate(self, request: GenerateRequest, *, cancel: threading.Event | None = None) -> GenerateResult:
+    def generate(self, request: GenerateRequest, account: Account | None = None, *,
+                 cancel: threading.Event | None = None, timeout: float | None = None) -> GenerateResult:
         check_cancel(cancel)
         seed = request.seed if request.seed is not None else _seed_from(request)
         cutout = bool(request.params.get("cutout"))
@@ -80,7 +78,8 @@ class PreviewProvider:
         check_cancel(cancel)
         png = encode_png(image, compress_level=PNG_LEVEL)
         return GenerateResult(image=png, seed=seed, model=MODEL, width=image.width, height=image.height,
-                              usage={"units": 1.0, "cost_usd": 0.0})
+                              usage={"units": 1.0, "cost_usd": self.estimate(request, account).cost_usd,
+                                     "currency": "USD", "source": "pricing"})
 
 
 def _seed_from(request: GenerateRequest) -> int:
