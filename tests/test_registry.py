@@ -37,7 +37,8 @@ def test_mutating_commands_are_the_ones_that_change_state():
                         "characters.create", "characters.update", "prompt_templates.create",
                         "runs.plan", "runs.start", "runs.replay", "runs.cancel", "candidates.select",
                         "images.remove_background", "images.upscale", "images.color_correct", "quality.check",
-                        "secrets.set", "secrets.delete", "secrets.rotate_key"}
+                        "secrets.set", "secrets.delete", "secrets.rotate_key", "providers.configure",
+                            "providers.enable", "providers.disable", "providers.check"}
 
 
 def test_a_duplicate_command_name_fails_at_import():

@@ -61,7 +61,9 @@ def test_sqlite_tables_columns_constraints_indexes(sqlite_project_db: Path):
     conn = sqlite3.connect(sqlite_project_db)
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert set(columns) <= tables
-    assert tables - set(columns) == {"schema_migrations"}  # the only extension table in project.db
+    # The extension tables of project.db, each documented in schema/README.md.
+    assert tables - set(columns) == {"schema_migrations", "provider_calls"}
+    assert "`provider_calls(" in (Path(__file__).parent.parent / "schema" / "README.md").read_text()
     for table, cols in columns.items():
         assert [r[1] for r in conn.execute(f"PRAGMA table_info({table})")] == cols, table
         unique_sets = set()

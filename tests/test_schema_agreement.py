@@ -14,6 +14,7 @@ from iat.app import App
 from iat.commands.runs import CandidatesParams, RunParams
 from iat.commands.style_guides import StyleGuideCreate
 from iat.registry import load_commands
+from iat.providers import default_providers
 from iat.rpc.openapi import openapi_document
 
 SHOT = {"job_key": "a", "scene": "a street"}
@@ -72,7 +73,7 @@ def test_a_run_needs_a_body_and_lists_what_it_can_name(doc):
     op = doc["paths"]["/api/projects/{slug}/runs"]["post"]
     assert op["requestBody"]["required"] is True  # {} names no shot list
     body = doc["components"]["schemas"]["RunParamsBody"]["properties"]
-    assert body["provider"]["enum"] == ["preview"]
+    assert body["provider"]["enum"] == sorted(default_providers())
     engines = next(s for s in body["background_engines"]["anyOf"] if s.get("type") == "array")
     assert engines["items"]["enum"] == ["key"]  # lanczos upscales: not a background-removal engine
     stages = next(s for s in body["stages"]["anyOf"] if s.get("type") == "array")

@@ -201,6 +201,25 @@ CREATE TABLE public.provider_accounts (
     CONSTRAINT provider_accounts_config_json_check CHECK ((jsonb_typeof(config_json) = 'object'::text))
 );
 
+CREATE TABLE public.provider_calls (
+    id uuid NOT NULL,
+    project_id uuid NOT NULL,
+    run_id uuid,
+    call_id text NOT NULL,
+    provider_code text NOT NULL,
+    operation_code text NOT NULL,
+    attempt integer NOT NULL,
+    outcome text NOT NULL,
+    http_status integer,
+    error_code text,
+    error_message text,
+    latency_ms integer NOT NULL,
+    meta_json jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    CONSTRAINT provider_calls_meta_json_check CHECK ((jsonb_typeof(meta_json) = 'object'::text)),
+    CONSTRAINT provider_calls_outcome_check CHECK ((outcome = ANY (ARRAY['ok'::text, 'error'::text, 'canceled'::text])))
+);
+
 CREATE TABLE public.quality_reports (
     id uuid NOT NULL,
     project_id uuid NOT NULL,
@@ -389,6 +408,9 @@ ALTER TABLE ONLY public.provider_accounts
 ALTER TABLE ONLY public.provider_accounts
     ADD CONSTRAINT provider_accounts_project_id_provider_code_key UNIQUE (project_id, provider_code);
 
+ALTER TABLE ONLY public.provider_calls
+    ADD CONSTRAINT provider_calls_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY public.quality_reports
     ADD CONSTRAINT quality_reports_pkey PRIMARY KEY (id);
 
@@ -447,7 +469,13 @@ CREATE INDEX ix_chat_sessions_project_updated ON public.chat_sessions USING btre
 
 CREATE INDEX ix_cost_events_project_created ON public.cost_events USING btree (project_id, created_at DESC);
 
+CREATE INDEX ix_cost_events_run ON public.cost_events USING btree (run_id, created_at);
+
 CREATE INDEX ix_projects_owner_slug ON public.projects USING btree (owner_user_id, slug);
+
+CREATE INDEX ix_provider_calls_project_created ON public.provider_calls USING btree (project_id, created_at DESC, id DESC);
+
+CREATE INDEX ix_provider_calls_run ON public.provider_calls USING btree (run_id, created_at);
 
 CREATE INDEX ix_quality_reports_project_created ON public.quality_reports USING btree (project_id, created_at DESC);
 
@@ -533,6 +561,12 @@ ALTER TABLE ONLY public.prompt_templates
 
 ALTER TABLE ONLY public.provider_accounts
     ADD CONSTRAINT provider_accounts_project_id_fkey FOREIGN KEY (project_id) REFERENCES public.projects(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.provider_calls
+    ADD CONSTRAINT provider_calls_project_id_fkey FOREIGN KEY (project_id) REFERENCES public.projects(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.provider_calls
+    ADD CONSTRAINT provider_calls_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE SET NULL;
 
 ALTER TABLE ONLY public.quality_reports
     ADD CONSTRAINT quality_reports_candidate_id_fkey FOREIGN KEY (candidate_id) REFERENCES public.run_candidates(id) ON DELETE SET NULL;

@@ -325,3 +325,26 @@ CREATE INDEX ix_audit_events_project_created ON audit_events (project_id, create
 CREATE INDEX ix_assets_project_kind_created_id ON assets (project_id, kind, created_at DESC, id DESC);
 
 CREATE INDEX ix_asset_links_project_child ON asset_links (project_id, child_asset_id);
+
+CREATE TABLE provider_calls (
+    id TEXT PRIMARY KEY CHECK (length(id) = 36 AND id = lower(id)),
+    project_id TEXT NOT NULL REFERENCES projects (id) ON DELETE CASCADE CHECK (length(project_id) = 36 AND project_id = lower(project_id)),
+    run_id TEXT REFERENCES runs (id) ON DELETE SET NULL CHECK (length(run_id) = 36 AND run_id = lower(run_id)),
+    call_id TEXT NOT NULL,
+    provider_code TEXT NOT NULL,
+    operation_code TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'error', 'canceled')),
+    http_status INTEGER,
+    error_code TEXT,
+    error_message TEXT,
+    latency_ms INTEGER NOT NULL,
+    meta_json TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(meta_json) AND json_type(meta_json) = 'object'),
+    created_at TEXT NOT NULL CHECK (created_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z')
+);
+
+CREATE INDEX ix_provider_calls_project_created ON provider_calls (project_id, created_at DESC, id DESC);
+
+CREATE INDEX ix_provider_calls_run ON provider_calls (run_id, created_at ASC);
+
+CREATE INDEX ix_cost_events_run ON cost_events (run_id, created_at ASC);

@@ -19,6 +19,7 @@ from iat.settings import Settings
 
 if TYPE_CHECKING:
     from iat.db.store import Store
+    from iat.ledger.ledger import Ledger
     from iat.pipeline.runner import Runner
     from iat.plugins import LazyRegistry
     from iat.projects.directory import ProjectDirectory
@@ -47,6 +48,7 @@ class App:
         self._providers: LazyRegistry | None = None
         self._engines: LazyRegistry | None = None
         self._vault: Vault | None = None
+        self._ledger: Ledger | None = None
 
     # --- databases and services, opened on first use ---
 
@@ -103,6 +105,16 @@ class App:
 
                 self._vault = Vault(self.settings.secrets_passphrase)
             return self._vault
+
+    @property
+    def ledger(self) -> Ledger:
+        """Every outbound provider call goes through it: retries, limits, budget, attempts and costs recorded."""
+        with self._lock:
+            if self._ledger is None:
+                from iat.ledger.ledger import Ledger
+
+                self._ledger = Ledger(self)
+            return self._ledger
 
     @property
     def runner(self) -> Runner:

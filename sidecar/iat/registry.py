@@ -40,6 +40,8 @@ COMMAND_MODULES = (
     "iat.commands.images",
     "iat.commands.quality",
     "iat.commands.secrets",
+    "iat.commands.providers",
+    "iat.commands.costs",
 )
 
 

@@ -53,6 +53,10 @@ class ProjectSettings(BaseModel):
     background_engines: list[BackgroundEngine] | None = Field(
         None, min_length=1, max_length=8, description="Background-removal engines in order, the default of runs "
                                                       "and images.remove_background (default [\"key\"])")
+    budget_usd: float | None = Field(
+        None, ge=0, le=1e9, description="What the project's provider calls may cost in all (USD): a run whose "
+                                        "estimate exceeds what is left needs confirm_budget, and calls stop once it "
+                                        "is spent (default: no budget)")
 
 
 def _settings(ctx, settings: ProjectSettings | None) -> dict | None:

@@ -15,7 +15,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from iat.commands.common import (BackgroundEngine, Page, PageParams, ProjectRef, exactly_one_of,
                                  require_exactly_one)
-from iat.errors import Conflict, InvalidParams
+from iat.errors import ConfirmationRequired, Conflict, InvalidParams
 from iat.knowledge.rules import STAGES, json_integer
 from iat.lazy import lazy_import
 from iat.pipeline.shots import MAX_SHOTS, NO_CONTROL, Shot
@@ -66,6 +66,9 @@ class RunParams(ProjectRef):
                                                                       "default: no upscaling")
     color_correct: bool = Field(True, strict=True, description="Colour-correct toward the style guide (white "
                                                                 "balance, palette, chroma clamp)")
+    confirm_budget: bool = Field(False, strict=True, description="runs.start: go over the project's budget when "
+                                                                 "the estimate exceeds what is left (otherwise "
+                                                                 "confirmation_required)")
 
     @model_validator(mode="after")
     def _one_shot_list(self) -> RunParams:
@@ -191,7 +194,7 @@ def plan(ctx, p: RunParams) -> PlanOut:
 
 
 @command("runs.start", params=RunParams, result=RunOut, route=("POST", "/api/projects/{slug}/runs"), mutating=True,
-         errors=(InvalidParams,))
+         errors=(InvalidParams, Conflict, ConfirmationRequired))
 def start(ctx, p: RunParams) -> RunOut:
     """Starts a run (mode run) and returns at once with its id; progress comes as run.* events."""
     row, snapshot, _ = service.create(ctx.app, p, "run", ctx.app.current_user()["id"])

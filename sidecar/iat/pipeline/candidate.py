@@ -17,9 +17,10 @@ from typing import Any, Callable
 
 from iat.imaging.pngtext import add_text
 from iat.pipeline import planner
-from iat.providers.base import GenerateRequest, ImageProvider
+from iat.providers.base import GenerateRequest, GenerateResult
 
 Progress = Callable[[str], None]  # called with the step name as each step starts
+Generate = Callable[[GenerateRequest, "threading.Event | None"], GenerateResult]
 
 
 @dataclass
@@ -46,9 +47,11 @@ class CandidateWork:
 
 @dataclass(frozen=True)
 class Tools:
-    """The App's parts a candidate uses (given, so this module needs no App)."""
+    """The App's parts a candidate uses (given, so this module needs no App). `generate` is the run's provider
+    called through the ledger (retries, limits, budget, cost recorded)."""
 
-    provider: ImageProvider
+    provider_code: str
+    generate: Generate
     engines: Any  # iat.plugins.LazyRegistry of image engines
 
 
@@ -73,7 +76,7 @@ def run_candidate(snapshot: dict, job: dict, index: int, tools: Tools, workdir: 
                                   prompt=job["prompts"][stage], negative_prompt=job["negative_prompt"],
                                   width=width, height=height, seed=seed, init_image=previous, params=params,
                                   scene=scene)
-        result = tools.provider.generate(request, cancel=cancel)
+        result = tools.generate(request, cancel)
         previous = result.image
         meta = {"stage": stage, "seed": result.seed, "model": result.model, "params": params,
                 "prompt": job["prompts"][stage], "usage": result.usage}
@@ -91,6 +94,8 @@ def run_candidate(snapshot: dict, job: dict, index: int, tools: Tools, workdir: 
     if progress:
         progress("qa")
     qa = post.quality(snapshot, shot, outputs[final_index].data)
+    cost = sum(float(m["usage"].get("cost_usd", 0) or 0) for m in stages_meta)
     return CandidateWork(index=index, seed=seed, outputs=outputs, output_index=output_index, final_index=final_index,
-                         qa=qa, meta={"seed": seed, "stages": stages_meta,
+                         qa=qa, meta={"seed": seed, "provider": tools.provider_code, "model": stages_meta[-1]["model"],
+                                      "cost_usd": round(cost, 6), "stages": stages_meta,
                                       "post": [{"step": s.step, **s.meta} for s in steps]})

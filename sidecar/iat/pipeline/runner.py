@@ -13,7 +13,12 @@ SIGKILL) finishes on the next start with every job done once:
   `iat-sidecar run`) from working on the same run.
 
 `runs.cancel` sets the run's cancel event, which every stage checks: the jobs left are marked failed (canceled)
-and the run ends partial or failed. A sidecar that stops leaves its run `running`, to be resumed.
+and the run ends partial or failed. A sidecar that stops leaves its run `running`, to be resumed (stopping sets
+the cancel events too, so calls waiting on a provider give up at once; their candidates are redone).
+
+Every provider call goes through the App's ledger (attempts, retries, cost, budget). When the project's budget
+cannot pay for the next call, the run stops cleanly: the candidates in flight finish, the jobs left end failed
+(stopped: budget), and the run ends partial or failed.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from iat.assets.register import write_with_files
 from iat.audit import repo as audit
 from iat.cancel import Cancelled
 from iat.clock import utcnow
-from iat.errors import IATError
+from iat.errors import BudgetExhausted, IATError
 from iat.pipeline import ranking, repo
 from iat.knowledge.rules import parse_rules
 from iat.pipeline.candidate import CandidateWork, Tools, run_candidate
@@ -125,6 +130,10 @@ class Runner:
     def close(self, timeout: float = 1.0) -> None:
         """Stops taking work; the run in progress stops at its next step and stays `running` (resumed later)."""
         self._stop.set()
+        with self._lock:
+            events = list(self._cancel.values())
+        for event in events:  # provider calls in flight or backing off stop waiting
+            event.set()
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout)
@@ -182,6 +191,7 @@ class _RunWork:
         self.run_id = run_id
         self.run_dir = run_dir
         self.cancel = runner._cancel.get(run_id) or threading.Event()
+        self.budget_spent = threading.Event()  # the budget refused a call: no new work, the run ends
         self.log = RunLog(run_dir / "run.jsonl", self.app.redactor.scrub)
 
     # -- helpers --
@@ -197,7 +207,7 @@ class _RunWork:
                                        "run_id": self.run_id, **payload})
 
     def check(self) -> None:
-        if self.cancel.is_set() or self.runner._stop.is_set():
+        if self.cancel.is_set() or self.runner._stop.is_set() or self.budget_spent.is_set():
             raise _Stopped()
 
     # -- the run --
@@ -221,7 +231,13 @@ class _RunWork:
                    {"status": "running", "started_at": run["started_at"] or utcnow()},
                    "run.resumed" if resumed else "run.started")
         self.publish("run.started", resumed=resumed, jobs_total=len(jobs))
-        tools = Tools(provider=self.app.providers.get(snapshot["provider"]), engines=self.app.engines)
+        try:
+            tools = self._tools(snapshot)
+        except IATError as exc:  # the provider is gone, disabled, lacks its key, or its key cannot be read
+            self.log.write("provider_unusable", error={"name": exc.name, "message": exc.message})
+            self._cancel_rest({"error": {"name": exc.name, "message": exc.message}})
+            self._finish(snapshot, products=False)
+            return
         by_key = {job["job_key"]: job for job in snapshot["jobs"]}
         done_jobs = sum(1 for j in jobs if j["status"] in repo.FINISHED_JOB)
         try:
@@ -233,14 +249,42 @@ class _RunWork:
                 done_jobs += 1
                 self.publish("run.progress", jobs_done=done_jobs, jobs_total=len(jobs))
         except _Stopped:
-            if not self.cancel.is_set():
+            if self.runner._stop.is_set():
                 self.log.write("interrupted", reason="the sidecar is stopping")
                 return  # stays running: resumed on the next start
+            if self.budget_spent.is_set() and not self.cancel.is_set():
+                self._cancel_rest({"stopped": "budget"})
+                self._finish(snapshot, stopped="budget")
+                return
             self._cancel_rest()
             if self.runner.abandoned(self.run_id):  # its project is being deleted: let go of it at once
                 self._finish(snapshot, products=False)
                 return
         self._finish(snapshot)
+
+    def _tools(self, snapshot: dict) -> Tools:
+        """The run's provider, called through the ledger with the project's account (its current endpoint and
+        secrets; the model the snapshot names)."""
+        from iat.errors import Conflict
+        from iat.providers import accounts
+
+        code = snapshot["provider"]
+        provider = accounts.provider_of(self.app, code)
+        account = accounts.account(self.app, self.handle, code, model=snapshot.get("provider_config", {}).get(
+            "model"))
+        status = provider.status(account)
+        if not status.ready:
+            raise Conflict(status.reason or f"provider {code} is not ready", details={"provider_code": code})
+        enforce_budget = not snapshot.get("budget_confirmed", False)
+
+        def generate(request, cancel):
+            return self.app.ledger.call(
+                self.handle, account, "generate",
+                lambda attempt: provider.generate(request, account, cancel=attempt.cancel, timeout=attempt.timeout),
+                run_id=self.run_id, cancel=cancel, estimate_usd=provider.estimate(request, account).cost_usd,
+                enforce_budget=enforce_budget, meta={"stage": request.stage})
+
+        return Tools(provider_code=code, generate=generate, engines=self.app.engines)
 
     def _sweep(self) -> list[str]:
         """Files a crashed candidate stored before its commit: nothing references them, so they go."""
@@ -282,6 +326,13 @@ class _RunWork:
         try:
             work = run_candidate(snapshot, job, index, tools, workdir, cancel=self.cancel, progress=progress)
         except (_Stopped, Cancelled):
+            raise _Stopped() from None
+        except BudgetExhausted as exc:  # nothing was sent; the run ends here, the candidates in flight finish
+            first = not self.budget_spent.is_set()
+            self.budget_spent.set()
+            if first:
+                self.log.write("budget_exhausted", **exc.details)
+            self._record_failure(job_row, job, index, exc.to_object()["data"] | {"message": exc.message})
             raise _Stopped() from None
         except IATError as exc:  # the provider or an engine refused: a failed candidate, recorded once
             self._record_failure(job_row, job, index, exc.to_object()["data"] | {"message": exc.message})
@@ -374,17 +425,20 @@ class _RunWork:
         self.publish("job.finished", job_key=job["job_key"], status=changes["status"],
                      selected_candidate_index=changes["selected_candidate_index"])
 
-    def _cancel_rest(self) -> None:
+    def _cancel_rest(self, why: dict | None = None) -> None:
+        """The jobs not finished end failed, their meta saying why (default: canceled)."""
+        why = why or {"canceled": True}
+
         def cancel() -> int:
             left = [j for j in repo.list_jobs(self.run_id) if j["status"] not in repo.FINISHED_JOB]
             for job in left:
-                repo.update_job(job["id"], {"status": "failed", "meta_json": {**job["meta_json"], "canceled": True}})
+                repo.update_job(job["id"], {"status": "failed", "meta_json": {**job["meta_json"], **why}})
             return len(left)
 
         left = self.write(cancel)
-        self.log.write("canceled", jobs_left=left)
+        self.log.write("canceled" if "canceled" in why else "stopped", jobs_left=left, **why)
 
-    def _finish(self, snapshot: dict, products: bool = True) -> None:
+    def _finish(self, snapshot: dict, products: bool = True, stopped: str | None = None) -> None:
         from iat.pipeline import outputs
 
         counts = self.read(repo.job_counts, self.run_id)
@@ -399,6 +453,8 @@ class _RunWork:
                 log.exception("run %s: its contact sheet and results could not be written", self.run_id)
                 self.log.write("products_failed", error=type(exc).__name__)
                 made = {"products_error": type(exc).__name__}
+        if stopped:
+            made["stopped"] = stopped
         self.write(repo.update_run, self.handle.id, self.run_id, {"status": status, "finished_at": utcnow()},
                    "run.canceled" if self.cancel.is_set() else "run.finished",
                    {"status": status, "jobs": counts, **made})

@@ -10,7 +10,7 @@ from filelock import FileLock, Timeout
 
 from iat.audit import repo as audit
 from iat.clock import utcnow
-from iat.errors import Conflict, IATError, InvalidParams
+from iat.errors import ConfirmationRequired, Conflict, IATError, InvalidParams
 from iat.knowledge import repo as knowledge_repo
 from iat.pipeline import planner, repo
 from iat.pipeline.runner import RUNS_DIR
@@ -31,10 +31,18 @@ def create(app: App, p: Any, mode: str, actor_id: str) -> tuple[dict, dict, dict
     cost estimate)."""
     shots = parse_shots([s.model_dump() for s in p.shots] if p.shots is not None else None, p.shots_csv)
     stages = planner.check_stages(list(p.stages) if p.stages else None)
+    from iat.providers import accounts
+
     if p.provider not in app.providers:
         raise _invalid(f"unknown provider {p.provider!r}; known: {', '.join(app.providers.codes())}", "provider")
     provider = app.providers.get(p.provider)
     handle = app.projects.open(p.slug)
+    account = accounts.account(app, handle, p.provider, reveal=False)
+    if mode == "run":
+        status = provider.status(account)
+        if not status.ready:
+            raise Conflict(status.reason or f"provider {p.provider} is not ready",
+                           details={"provider_code": p.provider})
     project_settings = handle.store.read(_project_settings, handle.id)
     engines = list(p.background_engines or project_settings.get("background_engines") or DEFAULT_ENGINES)
     for code in engines:
@@ -51,11 +59,17 @@ def create(app: App, p: Any, mode: str, actor_id: str) -> tuple[dict, dict, dict
 
     knowledge = handle.store.read(load)
     snapshot = planner.build_snapshot(
-        shots=shots, knowledge=knowledge, provider_code=p.provider, model=getattr(provider, "model", p.provider),
+        shots=shots, knowledge=knowledge, provider_code=p.provider,
+        model=account.config.model or getattr(provider, "model", p.provider),
         stages=stages, candidates=p.candidates, seed=p.seed if p.seed is not None else secrets.randbelow(2**31 - 1),
         post={"background_engines": engines, "upscale_factor": p.upscale_factor, "color_correct": p.color_correct})
-    estimate = _estimate(provider, snapshot)
+    estimate = _estimate(provider, account, snapshot)
     snapshot["estimate"] = estimate
+    # The configuration the run was planned with (never a secret), so the run log says what was asked of whom.
+    snapshot["provider_config"] = account.config.model_dump(mode="json")
+    snapshot["budget_confirmed"] = False
+    if mode == "run":
+        snapshot["budget_confirmed"] = _check_budget(app, handle, estimate, bool(getattr(p, "confirm_budget", False)))
     run = {"run_mode": mode, "provider_code": p.provider, "model_name": snapshot["model"],
            "settings_snapshot_json": snapshot, **_uniform(shots)}
     row = handle.store.write(repo.create_run, handle.id, run, None, actor_id, utcnow())
@@ -76,7 +90,21 @@ def _uniform(shots) -> dict:
             "weather": weathers.pop() if len(weathers) == 1 else None}
 
 
-def _estimate(provider, snapshot: dict) -> dict:
+def _check_budget(app: App, handle, estimate: dict, confirmed: bool) -> bool:
+    """A run whose estimate exceeds what is left of the budget needs the user's confirmation. Returns whether the
+    run goes over the budget by confirmation (then the budget does not stop it)."""
+    budget = app.ledger.budget(handle)
+    if budget["budget_usd"] is None or estimate["cost_usd"] <= budget["left_usd"]:
+        return False
+    if not confirmed:
+        raise ConfirmationRequired(
+            f"this run would cost about {estimate['cost_usd']:.4f} USD and the project has "
+            f"{budget['left_usd']:.4f} USD of its budget left; start it with confirm_budget to go over the budget",
+            details={"estimate_usd": estimate["cost_usd"], **budget})
+    return True
+
+
+def _estimate(provider, account, snapshot: dict) -> dict:
     """What the provider says the run would cost, summed over every stage of every candidate."""
     from iat.providers.base import GenerateRequest
 
@@ -87,7 +115,7 @@ def _estimate(provider, snapshot: dict) -> dict:
         for stage in snapshot["stages"]:
             request = GenerateRequest(mode="text2img", stage=stage, prompt=job["prompts"][stage], width=width,
                                       height=height, seed=job["seeds"][0], scene=planner.scene_of(snapshot, job))
-            one = provider.estimate(request)
+            one = provider.estimate(request, account)
             units += one.units * snapshot["candidates"]
             cost += one.cost_usd * snapshot["candidates"]
             currency = one.currency
@@ -124,6 +152,8 @@ def replay(app: App, slug: str, run_id: str, actor_id: str) -> dict:
     if snapshot["provider"] not in app.providers:
         raise Conflict(f"run {run_id} used provider {snapshot['provider']!r}, which is not available",
                        details={"run_id": run_id, "provider": snapshot["provider"]})
+    # The replay's budget is checked call by call: a confirmation given for the run it replays is not carried over.
+    snapshot = {**snapshot, "budget_confirmed": False}
     run = {"run_mode": "run", "provider_code": source["provider_code"], "model_name": source["model_name"],
            "time_of_day": source["time_of_day"], "weather": source["weather"], "settings_snapshot_json": snapshot,
            "replay_of": run_id}

@@ -164,6 +164,8 @@ def _http_url(value: str | None) -> str | None:
         raise ValueError("must be an http:// or https:// URL")
     if parts.query or parts.fragment:
         raise ValueError("must not carry a query or fragment")
+    if parts.username or parts.password:
+        raise ValueError("must not carry credentials: store them as the provider's secrets")
     return value.rstrip("/")
 
 

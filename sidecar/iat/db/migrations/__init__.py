@@ -22,7 +22,7 @@ Chain = Literal["app", "project"]
 
 _CHAINS: dict[Chain, tuple[str, ...]] = {
     "app": ("app_0001_initial",),
-    "project": ("project_0001_canonical", "project_0002_asset_kind_pages"),
+    "project": ("project_0001_canonical", "project_0002_asset_kind_pages", "project_0003_provider_ledger"),
 }
 
 VERSION_TABLE = Table("schema_migrations", (
