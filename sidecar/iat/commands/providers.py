@@ -136,7 +136,8 @@ def configure(ctx, p: ConfigureParams) -> ProviderOut:
     provider = accounts.provider_of(ctx.app, p.provider_code)
     config = accounts.validate_config(provider, p.config)
     stored = config.model_dump(mode="json", exclude_unset=True)
-    handle.store.write(accounts.upsert, handle.id, _actor(ctx), p.provider_code, config=stored)
+    actor = _actor(ctx)
+    handle.store.write(lambda: accounts.upsert(handle.id, actor, p.provider_code, config=stored))
     ctx.app.events.publish("provider.configured", {"project_id": handle.id, "provider_code": p.provider_code})
     return _one(ctx, handle, p.provider_code)
 
@@ -144,7 +145,8 @@ def configure(ctx, p: ConfigureParams) -> ProviderOut:
 def _set_enabled(ctx, p: ProviderRef, enabled: bool) -> ProviderOut:
     handle = ctx.app.projects.open(p.slug)
     accounts.provider_of(ctx.app, p.provider_code)
-    handle.store.write(accounts.upsert, handle.id, _actor(ctx), p.provider_code, enabled=enabled)
+    actor = _actor(ctx)
+    handle.store.write(lambda: accounts.upsert(handle.id, actor, p.provider_code, enabled=enabled))
     ctx.app.events.publish("provider.enabled" if enabled else "provider.disabled",
                            {"project_id": handle.id, "provider_code": p.provider_code})
     return _one(ctx, handle, p.provider_code)
