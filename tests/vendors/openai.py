@@ -67,7 +67,9 @@ class OpenAIState:
     rate_limited: int = 0  # the next N image requests answer 429 rate_limit_exceeded
     retry_after_s: int = 2
     quota_exhausted: bool = False  # every image request answers 429 insufficient_quota
-    server_errors: int = 0  # the next N image requests answer 500 server_error
+    server_errors: int = 0  # the next N image requests answer 500 server_error (after any rate_limited ones)
+    fail_after: int | None = None  # once this many images were served, every image request answers 500
+    served: int = 0  # image answers given
     omit_usage: bool = False  # answer without the usage block (some OpenAI-compatible servers do)
     received: list[dict[str, Any]] = field(default_factory=list)
     _window: list[float] = field(default_factory=list)
@@ -121,15 +123,15 @@ def _limits(state: OpenAIState) -> web.Response | None:
                                "more information on this error, read the docs: "
                                "https://platform.openai.com/docs/guides/error-codes/api-errors.",
                           "insufficient_quota", None, "insufficient_quota")
-        if state.server_errors > 0:
-            state.server_errors -= 1
-            return _error(500, "The server had an error while processing your request. Sorry about that!",
-                          "server_error")
         now = time.monotonic()
         limit = state.images_per_minute
         if state.rate_limited > 0:
             state.rate_limited -= 1
             return _rate_limited(state.retry_after_s, limit or 5, 0)
+        if state.server_errors > 0 or (state.fail_after is not None and state.served >= state.fail_after):
+            state.server_errors = max(0, state.server_errors - 1)
+            return _error(500, "The server had an error while processing your request. Sorry about that!",
+                          "server_error")
         if limit is not None:
             state._window = [t for t in state._window if now - t < 60.0]
             if len(state._window) >= limit:
@@ -259,6 +261,8 @@ def _answer(state: OpenAIState, params: dict[str, Any], images: list[Image.Image
                          "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": image_tokens},
                          "output_tokens": output_tokens,
                          "total_tokens": text_tokens + image_tokens + output_tokens}
+    with state._lock:
+        state.served += 1
     return web.json_response(body, headers={"x-request-id": _request_id(), "openai-processing-ms": "12"})
 
 
