@@ -10,4 +10,5 @@ from __future__ import annotations
 def default_providers() -> dict[str, str]:
     """Provider code -> "module:Class" of every built-in provider."""
     return {"preview": "iat.providers.preview:PreviewProvider",
-            "openai": "iat.providers.openai_images:OpenAIImagesProvider"}
+            "openai": "iat.providers.openai_images:OpenAIImagesProvider",
+            "comfyui": "iat.providers.comfyui:ComfyUIProvider"}
