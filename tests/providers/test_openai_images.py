@@ -300,11 +300,24 @@ def test_retry_after_falls_back_to_the_other_rate_limit_headers(server, provider
     assert fails(provider, request(), account(server), RateLimited).retry_after == after
 
 
+def test_a_rate_limit_whose_message_mentions_billing_is_still_a_rate_limit(server, provider):
+    said = ("Rate limit reached for gpt-image-1.5 on requests per min (RPM): Limit 3, Used 3, Requested 1. You can "
+            "increase your rate limit by adding a payment method at https://platform.openai.com/account/billing.")
+    server.faults.add("/v1/images", Fault.status(429, json_body=error_body(said, "requests", None,
+                                                                           "rate_limit_exceeded"),
+                                                 headers={"Retry-After": "20"}))
+    assert fails(provider, request(), account(server), RateLimited).retry_after == 20.0
+
+
 def test_insufficient_quota_is_quota_exhausted_not_a_rate_limit(server, state, provider):
     state.quota_exhausted = True
     err = fails(provider, request(), account(server), ProviderQuotaExhausted)
     assert err.details["http_status"] == 429 and err.details["vendor_code"] == "insufficient_quota"
     assert not err.retryable
+    state.quota_exhausted = False  # the code decides, whatever the message says
+    server.faults.add("/v1/images", Fault.status(429, json_body=error_body("Request denied.", "insufficient_quota",
+                                                                           None, "insufficient_quota")))
+    fails(provider, request(), account(server), ProviderQuotaExhausted)
 
 
 def test_a_server_error_is_unavailable_and_retryable(server, state, provider):

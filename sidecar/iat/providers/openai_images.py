@@ -27,7 +27,8 @@ prompt length / 4 for text, and the classic vision tile rule for each input imag
 than that; the estimate does not know how much).
 
 Failures: the SDK's `APIStatusError`s go through `iat.providers.http.error_for` with the vendor's message and
-code (so `insufficient_quota` on a 429 is quota exhausted, not a rate limit), Retry-After (or retry-after-ms, or
+code (so `insufficient_quota` on a 429 is quota exhausted, `rate_limit_exceeded` a rate limit, whatever the
+message says), Retry-After (or retry-after-ms, or
 the x-ratelimit-reset-* headers) kept as `RateLimited.retry_after`; `APITimeoutError` and `APIConnectionError`
 through `transport_error` on the httpx2 exception under them (a cut-off body is one of those); a body that is not
 JSON (the SDK lets `json.JSONDecodeError` out, or hands back the text for a non-JSON content type), or JSON
@@ -54,12 +55,14 @@ from typing import Any, Callable, Literal
 from PIL import Image
 from pydantic import Field
 
-from iat.errors import ProviderBadRequest, ProviderError, ProviderTimeout, ProviderUnavailable, RateLimited
+from iat.errors import (
+    ProviderBadRequest, ProviderError, ProviderQuotaExhausted, ProviderTimeout, ProviderUnavailable, RateLimited,
+)
 from iat.providers.base import (
     Account, BaseProvider, Cancelled, CostEstimate, GenerateRequest, GenerateResult, Pricing, ProviderConfig,
     check_cancel, encode_png,
 )
-from iat.providers.http import MAX_MESSAGE, error_for, transport_error
+from iat.providers.http import MAX_MESSAGE, error_for, retry_after, transport_error
 
 CODE = "openai"
 DEFAULT_ENDPOINT = "https://api.openai.com/v1"
@@ -79,6 +82,7 @@ OUTPUT_TOKENS: dict[tuple[str, str], int] = {
     ("1024x1024", "medium"): 1056, ("1024x1536", "medium"): 1584, ("1536x1024", "medium"): 1568,
     ("1024x1024", "high"): 4160, ("1024x1536", "high"): 6240, ("1536x1024", "high"): 6208,
 }
+RATE_LIMIT_CODES = ("rate_limit_exceeded",)  # a 429 with this code is a rate limit, whatever its message says
 JOIN_GRACE_S = 1.0  # past the attempt's limit, how long to wait for the SDK's own timeout before giving up on it
 _KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{3,})")
 
@@ -430,6 +434,9 @@ def vendor_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> BaseExcep
         said = scrub(message, secrets)[:MAX_MESSAGE] + (f" [{code}]" if code else "")
         headers = exc.response.headers
         err = error_for(exc.status_code, CODE, said, headers)
+        if isinstance(err, ProviderQuotaExhausted) and exc.status_code == 429 and code in RATE_LIMIT_CODES:
+            # OpenAI's rate-limit messages may point at the billing page: its code says it is a rate limit.
+            err = RateLimited(err.message, retry_after=retry_after(headers.get("retry-after")), details=err.details)
         if isinstance(err, RateLimited) and err.retry_after is None:
             after = _retry_after_ms(headers.get("retry-after-ms"))
             if after is None:
