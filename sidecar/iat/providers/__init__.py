@@ -11,4 +11,5 @@ def default_providers() -> dict[str, str]:
     """Provider code -> "module:Class" of every built-in provider."""
     return {"preview": "iat.providers.preview:PreviewProvider",
             "openai": "iat.providers.openai_images:OpenAIImagesProvider",
-            "comfyui": "iat.providers.comfyui:ComfyUIProvider"}
+            "comfyui": "iat.providers.comfyui:ComfyUIProvider",
+            "a1111": "iat.providers.a1111:A1111Provider"}
