@@ -49,29 +49,21 @@ def fixed_png() -> bytes:
     return PreviewProvider().generate(request).image
 
 
-class FixedProvider:
-    """Returns the same image for every request at once: the provider costs nothing."""
+def fixed_provider(png: bytes):
+    """A provider that returns the same image for every request at once: the provider costs nothing."""
+    from iat.providers.base import BaseProvider, GenerateResult
 
-    code = "fixed"
-    model = "fixed"
+    class FixedProvider(BaseProvider):
+        code = "fixed"
+        model = "fixed"
 
-    def __init__(self, png: bytes):
-        self.png = png
+        def probe(self, account, *, timeout):
+            return {}
 
-    def status(self, account, secrets):
-        from iat.providers.base import ProviderStatus
+        def generate(self, request, account=None, *, cancel=None, timeout=None):
+            return GenerateResult(png, request.seed or 0, "fixed", SIZE[0], SIZE[1], {"units": 0, "cost_usd": 0})
 
-        return ProviderStatus(True)
-
-    def estimate(self, request):
-        from iat.providers.base import CostEstimate
-
-        return CostEstimate(0, 0)
-
-    def generate(self, request, *, cancel=None):
-        from iat.providers.base import GenerateResult
-
-        return GenerateResult(self.png, request.seed or 0, "fixed", SIZE[0], SIZE[1], {"units": 0, "cost_usd": 0})
+    return FixedProvider()
 
 
 def run_pipeline(home: Path, shots: int, per_shot: int) -> float:
@@ -82,7 +74,7 @@ def run_pipeline(home: Path, shots: int, per_shot: int) -> float:
     from iat.settings import Settings
 
     app = App(Settings.from_env({}, home=home, runner_threads=1))
-    app.providers.register("fixed", FixedProvider(fixed_png()))
+    app.providers.register("fixed", fixed_provider(fixed_png()))
     call = Dispatcher(app).call
     session = Session("bench", authenticated=True)
     call("projects.create", {"slug": "bench", "name": "Bench"}, session)

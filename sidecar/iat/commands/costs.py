@@ -60,6 +60,7 @@ def summary(ctx, p: SummaryParams) -> CostSummary:
     """Totals of the project's cost events, grouped by provider, run, operation or day, within an optional
     window and filters; with the project's budget, spent and left."""
     handle = ctx.app.projects.open(p.slug)
+    ctx.app.ledger.flush(handle)  # read-your-writes: costs queued behind calls that returned are in
     found = handle.store.read(
         lambda pid: ledger_repo.cost_summary(pid, group_by=p.group_by, provider_code=p.provider_code,
                                              run_id=str(p.run_id) if p.run_id else None,

@@ -164,7 +164,10 @@ def update(ctx, p: UpdateParams) -> ProjectOut:
     if not changes:  # an empty patch changes nothing: no write, no audit row, no event
         handle = ctx.app.projects.open(p.slug)
         return _out(handle, handle.store.read(repo.get_project, handle.id))
-    return _change(ctx, p.slug, changes, "project.updated")
+    out = _change(ctx, p.slug, changes, "project.updated")
+    if "settings_json" in changes:
+        ctx.app.ledger.settings_changed(out.id)  # a new budget holds from the next provider call on
+    return out
 
 
 @command("projects.archive", params=ProjectRef, result=ProjectOut, route=("POST", "/api/projects/{slug}/archive"),

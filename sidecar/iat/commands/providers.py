@@ -200,6 +200,7 @@ def calls(ctx, p: CallsParams) -> CallPage:
     """The call ledger: every attempt of every provider call (outcome, HTTP status, typed error, latency), newest
     first; filter by run, provider or outcome; page with next_cursor."""
     handle = ctx.app.projects.open(p.slug)
+    ctx.app.ledger.flush(handle)  # read-your-writes: attempts queued behind calls that returned are in
     rows, cursor = handle.store.read(
         lambda pid: ledger_repo.list_attempts(pid, run_id=str(p.run_id) if p.run_id else None,
                                               provider_code=p.provider_code, outcome=p.outcome, limit=p.limit,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -54,6 +54,7 @@ class Store:
         self._local = threading.local()  # depth: this thread's open reads; in_writer: on the writer thread
         self._closed = False
         self._released = False
+        self._orphaned = False  # closed with calls still in flight: the last of them releases the connections
         self._leases = 0
         self._idle = threading.Condition()
         # What a call on a closed store gets; the project directory names the project here.
@@ -110,6 +111,34 @@ class Store:
         with self.lease():
             return self._writer.submit(self._run_write, fn, args).result()
 
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future:
+        """Queues fn(*args) as one write transaction on the writer thread without waiting for it (records whose
+        caller must not wait, such as the provider call ledger's). Writes run in the order they are queued, so any
+        write queued later commits after this one; close() finishes it first. The future holds the result or the
+        error (a done-callback should look)."""
+        with self._idle:
+            if self._closed:
+                raise self.closed_error()
+            self._leases += 1
+        try:
+            future = self._writer.submit(self._run_write, fn, args)
+        except BaseException:
+            self._leave()
+            raise
+        future.add_done_callback(lambda _: self._leave(on_writer=True))
+        return future
+
+    def _leave(self, on_writer: bool = False) -> None:
+        with self._idle:
+            self._leases -= 1
+            last = self._orphaned and self._leases == 0  # close() gave up waiting: the last one out releases
+            self._idle.notify_all()
+        if last:
+            if on_writer:  # the writer cannot wait for itself to stop: release from another thread
+                threading.Thread(target=self._release, name=f"close-{self.label}", daemon=True).start()
+            else:
+                self._release()
+
     def _run_write(self, fn: Callable[..., T], args: tuple) -> T:
         self._local.in_writer = True
         try:
@@ -133,12 +162,7 @@ class Store:
         try:
             yield self
         finally:
-            with self._idle:
-                self._leases -= 1
-                last = self._closed and self._leases == 0
-                self._idle.notify_all()
-            if last:
-                self._release()
+            self._leave()
 
     @property
     def is_sqlite(self) -> bool:
@@ -161,6 +185,7 @@ class Store:
                 return self._released
             self._closed = True
             idle = self._idle.wait_for(lambda: self._leases == 0, timeout)
+            self._orphaned = not idle
         if idle:
             self._release()
         else:

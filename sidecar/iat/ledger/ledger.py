@@ -9,12 +9,19 @@ another attempt may help). Retries (tenacity) wait `backoff_s * 2**(n-1)` capped
 jittered, and never less than the vendor's Retry-After; a Retry-After longer than `max_backoff_s` ends the call
 at once (the caller should not hold a worker that long). The provider's `concurrency` is a semaphore per
 (provider, endpoint) shared by every project of this App, since it protects the provider, not the project.
+
+Records are written behind the call: queued on the project's single writer without waiting (`Store.submit`), so a
+call costs the caller no database round trip. The writer commits in queue order, so whatever the caller writes
+next (a candidate's rows) commits after the call's attempt and cost; `flush` waits for what is queued (reads that
+must see every record, such as costs.summary, flush first). The budget check adds the costs queued but not yet
+committed to what the database says was spent, so a burst of calls cannot slip past it.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from concurrent.futures import Future
 import threading
 import time
 import uuid
@@ -32,6 +39,7 @@ from iat.providers.base import Account
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+BUDGET_TTL_S = 2.0  # how long a project's budget setting is trusted (another process may change it)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,8 @@ class Ledger:
     def __init__(self, app) -> None:
         self.app = app
         self._limits: dict[tuple[str, str, int], threading.BoundedSemaphore] = {}
+        self._budgets: dict[str, tuple[Decimal | None, float]] = {}  # project id -> (budget, when read)
+        self._pending: dict[str, Decimal] = {}  # project id -> costs queued, not yet committed
         self._lock = threading.Lock()
 
     # --- the call ---
@@ -152,7 +162,7 @@ class Ledger:
             full.update(error_code="internal_error", error_message=type(exc).__name__)
             log.error("%s %s attempt %s failed", row["provider_code"], row["operation_code"], row["attempt"],
                       exc_info=exc)
-        handle.store.write(repo.insert_attempt, handle.id, full, utcnow())
+        self._submit(handle, None, repo.insert_attempt, handle.id, full, utcnow())
 
     def _record_success(self, handle, value, row: dict, billable: bool, estimate_usd: float,
                         usage: Callable[[Any], Usage | None], meta: dict | None) -> None:
@@ -165,24 +175,72 @@ class Ledger:
                     "meta_json": {"call_id": row["call_id"], "attempts": row["attempt"], "source": used.source,
                                   **used.meta, **(meta or {})}}
         full = {**row, "outcome": "ok", "meta_json": dict(meta or {})}
-        handle.store.write(repo.record_success, handle.id, full, cost, utcnow())
-        if cost is not None:
-            self.app.events.publish("cost.recorded", {
-                "project_id": handle.id, "run_id": row["run_id"], "provider_code": row["provider_code"],
-                "operation_code": row["operation_code"], "cost_usd": float(cost["cost_usd"])})
+        self._submit(handle, cost, repo.record_success, handle.id, full, cost, utcnow())
+
+    def _submit(self, handle, cost: dict | None, fn, *args) -> None:
+        """Queues a record on the project's writer; a cost counts as pending (for the budget) until committed."""
+        amount = cost["cost_usd"] if cost else Decimal(0)
+        project_id = handle.id
+        with self._lock:
+            self._pending[project_id] = self._pending.get(project_id, Decimal(0)) + amount
+        try:
+            future = handle.store.submit(fn, *args)
+        except IATError as exc:  # the project closed under the call (deleted, say): nothing left to record into
+            self._settle(project_id, amount)
+            log.warning("ledger record of %s dropped: %s", project_id, exc.message)
+            return
+
+        def done(f: Future) -> None:
+            self._settle(project_id, amount)
+            if f.exception() is not None:
+                log.error("ledger record of %s failed", project_id, exc_info=f.exception())
+            elif cost is not None:
+                self.app.events.publish("cost.recorded", {
+                    "project_id": project_id, "run_id": cost["run_id"], "provider_code": cost["provider_code"],
+                    "operation_code": cost["operation_code"], "cost_usd": float(cost["cost_usd"])})
+
+        future.add_done_callback(done)
+
+    def _settle(self, project_id: str, amount: Decimal) -> None:
+        with self._lock:
+            self._pending[project_id] = self._pending.get(project_id, Decimal(0)) - amount
+
+    def flush(self, handle) -> None:
+        """Waits until every record queued for the project so far is committed."""
+        handle.store.write(lambda: None)
 
     # --- budget and limits ---
 
     def _check_budget(self, handle, estimate_usd: float, provider_code: str) -> None:
-        budget, spent = handle.store.read(_budget_and_spent, handle.id)
+        budget = self._budget_of(handle)
         if budget is None:
             return
+        with self._lock:
+            pending = self._pending.get(handle.id, Decimal(0))
+        # A cost committed between the read and its settling counts twice for an instant: errs on the safe side.
+        spent = handle.store.read(repo.spent_usd, handle.id) + pending
         if spent + Decimal(str(estimate_usd)) > budget:
             raise BudgetExhausted(
                 f"the project's budget of {budget} USD cannot pay for this call ({spent} USD spent, this call "
                 f"about {estimate_usd:.4f} USD); raise settings_json.budget_usd to go on",
                 details={"budget_usd": float(budget), "spent_usd": float(spent), "estimate_usd": estimate_usd,
                          "provider_code": provider_code})
+
+    def _budget_of(self, handle) -> Decimal | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._budgets.get(handle.id)
+        if cached is not None and now - cached[1] < BUDGET_TTL_S:
+            return cached[0]
+        budget = handle.store.read(repo.budget_usd, handle.id)
+        with self._lock:
+            self._budgets[handle.id] = (budget, now)
+        return budget
+
+    def settings_changed(self, project_id: str) -> None:
+        """The project's settings changed in this process: read its budget again at the next call."""
+        with self._lock:
+            self._budgets.pop(project_id, None)
 
     def _limit(self, account: Account) -> threading.BoundedSemaphore:
         key = (account.code, account.config.endpoint or "", account.config.concurrency)
@@ -194,15 +252,11 @@ class Ledger:
 
     def budget(self, handle) -> dict:
         """The project's budget, spent and left (USD), for costs.summary and runs.start."""
+        self.flush(handle)
         budget, spent = handle.store.read(lambda pid: (repo.budget_usd(pid), repo.spent_usd(pid)), handle.id)
         left = None if budget is None else max(Decimal(0), budget - spent)
         return {"budget_usd": None if budget is None else float(budget), "spent_usd": float(spent),
                 "left_usd": None if left is None else float(left)}
-
-
-def _budget_and_spent(project_id: str) -> tuple[Decimal | None, Decimal]:
-    budget = repo.budget_usd(project_id)
-    return budget, (repo.spent_usd(project_id) if budget is not None else Decimal(0))
 
 
 def _ms(started: float) -> int:
