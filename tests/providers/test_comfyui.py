@@ -507,3 +507,136 @@ def test_no_checkpoint_on_the_server_is_a_bad_request(comfy):
     comfy.state.checkpoints = []
     with pytest.raises(ProviderBadRequest, match="no checkpoint"):
         ComfyUIProvider().generate(req(), account(comfy))
+
+
+# --- runs through the ledger ---
+
+
+@pytest.fixture
+def studio(tmp_path, comfy):
+    """An App whose secrets are sealed with a passphrase (no keyring needed), with a project whose comfyui account
+    points at the loopback server behind its authenticating proxy."""
+    from iat.app import App
+    from iat.settings import Settings
+    from support import Client
+
+    comfy.state.api_key = "sk-proxy-42"
+    app = App(Settings.from_env({"IAT_SECRETS_PASSPHRASE": "comfyui connector tests"}, home=tmp_path / "home"))
+    client = Client(app)
+    client.call("projects.create", slug="alpha", name="Alpha")
+    client.call("providers.configure", slug="alpha", provider_code="comfyui",
+                config={"endpoint": comfy.url, "model": "v1-5-pruned-emaonly.safetensors", "backoff_s": 0.01,
+                        "timeout_s": 30, "pricing": {"usd_per_image": 0.002}})
+    client.call("secrets.set", slug="alpha", provider_code="comfyui", secret_name="api_key", value="sk-proxy-42")
+    yield app, client
+    app.close()
+
+
+def _run(app, client, **params) -> tuple[dict, list[dict], list[dict], dict]:
+    run = client.call("runs.start", slug="alpha", provider="comfyui", **params)
+    assert app.runner.wait_idle(120), "the run did not finish"
+    run = client.call("runs.get", slug="alpha", run_id=run["id"])
+    candidates = client.call("candidates.list", slug="alpha", run_id=run["id"])["items"]
+    calls = client.call("providers.calls", slug="alpha", run_id=run["id"])["items"]
+    costs = client.call("costs.summary", slug="alpha", group_by="run")
+    return run, candidates, calls, costs
+
+
+def test_providers_check_probes_the_server(studio, comfy):
+    app, client = studio
+    item = client.call("providers.check", slug="alpha", provider_code="comfyui")["items"][0]
+    assert item["ready"] and item["probe"]["ok"], item
+    assert comfy.log[:2] == [("GET", "/system_stats"), ("GET", "/object_info/CheckpointLoaderSimple")]
+
+
+def test_a_broken_override_is_refused_by_providers_configure(studio):
+    app, client = studio
+    before = client.call("providers.get", slug="alpha", provider_code="comfyui")["config"]
+    broken = wf.default("text2img")
+    del broken["9"]
+    err = client.error("providers.configure", slug="alpha", provider_code="comfyui",
+                       config={"endpoint": before["endpoint"], "workflows": {"text2img": broken}})
+    assert err.name == "invalid_params" and "saves no image" in json.dumps(err.details)
+    assert client.call("providers.get", slug="alpha", provider_code="comfyui")["config"] == before
+
+
+def test_a_run_records_provider_model_seed_and_cost_of_every_candidate(studio, comfy):
+    app, client = studio
+    run, candidates, calls, costs = _run(
+        app, client, shots=[{"job_key": "s1", "scene": "a lighthouse on a cliff"},
+                            {"job_key": "s2", "scene": "a harbour at night"}],
+        candidates=2, stages=["style_lock", "light_time"])
+    assert run["status"] == "done" and run["provider_code"] == "comfyui"
+    assert len(candidates) == 4 and len(calls) == 8 and {c["outcome"] for c in calls} == {"ok"}
+    assert {c["http_status"] for c in calls} == {200}
+    # light_time is img2img on the style-lock output: four uploads, each of a picture the server made.
+    assert len(comfy.state.uploads) == 4
+    made = {data for (kind, _, _), data in comfy.state.files.items() if kind == "output"}
+    assert len(made) == 8
+    for upload in comfy.state.uploads:
+        assert any(np.array_equal(pixels(upload["data"]), pixels(m)) for m in made)
+    seeds_sent = sorted(p["prompt"]["3"]["inputs"]["seed"] for p in comfy.state.prompts)
+    total = 0.0
+    for cand in candidates:
+        meta = cand["meta_json"]
+        assert meta["provider"] == "comfyui" and meta["model"] == "v1-5-pruned-emaonly.safetensors"
+        assert [s["stage"] for s in meta["stages"]] == ["style_lock", "light_time"]
+        for stage in meta["stages"]:
+            assert stage["seed"] == meta["seed"] and stage["model"] == "v1-5-pruned-emaonly.safetensors"
+            assert stage["usage"]["source"] == "pricing" and stage["usage"]["cost_usd"] == 0.002
+            assert stage["usage"]["prompt_id"] in comfy.state.history
+        assert meta["cost_usd"] == pytest.approx(0.004, abs=1e-9)
+        total += meta["cost_usd"]
+    assert sorted(c["meta_json"]["seed"] for c in candidates for _ in range(2)) == seeds_sent
+    assert costs["events"] == 8 and costs["groups"][0]["key"] == run["id"]
+    assert costs["cost_usd"] == pytest.approx(total, abs=1e-6)
+
+
+def test_a_server_failing_halfway_ends_the_run_partial_with_every_failed_attempt_recorded(studio, comfy):
+    app, client = studio
+    endpoint = client.call("providers.get", slug="alpha", provider_code="comfyui")["config"]["endpoint"]
+    client.call("providers.configure", slug="alpha", provider_code="comfyui",
+                config={"endpoint": endpoint, "backoff_s": 0.01, "max_attempts": 2, "concurrency": 1,
+                        "pricing": {"usd_per_image": 0.002}})
+    comfy.state.down_after = 3  # three prompts, then 500 for every one
+    run, candidates, calls, costs = _run(
+        app, client, shots=[{"job_key": "s1", "scene": "a lighthouse"}, {"job_key": "s2", "scene": "a harbour"}],
+        candidates=1, stages=["style_lock", "light_time"])
+    assert run["status"] == "partial"
+    ok = [c for c in calls if c["outcome"] == "ok"]
+    failed = [c for c in calls if c["outcome"] == "error"]
+    assert len(ok) == 3 and len(failed) == 2  # the failing call: both of its attempts
+    assert {(c["http_status"], c["error_code"]) for c in failed} == {(500, "provider_unavailable")}
+    assert all("Server got itself in trouble" in c["error_message"] for c in failed)
+    assert sorted(c["attempt"] for c in failed) == [1, 2] and len({c["call_id"] for c in failed}) == 1
+    assert sorted(c["status"] for c in candidates) == ["done", "failed"]
+    assert costs["events"] == 3 and costs["cost_usd"] == pytest.approx(0.006, abs=1e-9)
+
+
+def test_429_with_retry_after_then_500_then_success_is_three_attempts_and_one_cost(studio, comfy):
+    app, client = studio
+    comfy.faults.add("/prompt", Fault.status(429, text="Too Many Requests", headers={"Retry-After": "1"}),
+                     Fault.status(500, text="500 Internal Server Error\n\nServer got itself in trouble"))
+    started = time.monotonic()
+    run, candidates, calls, costs = _run(app, client, shots=[{"job_key": "s1", "scene": "a lighthouse"}],
+                                         candidates=1, stages=["style_lock"])
+    assert run["status"] == "done" and time.monotonic() - started >= 1.0  # Retry-After was honoured
+    calls = sorted(calls, key=lambda c: c["attempt"])
+    assert [(c["attempt"], c["outcome"], c["http_status"], c["error_code"]) for c in calls] == [
+        (1, "error", 429, "rate_limited"), (2, "error", 500, "provider_unavailable"), (3, "ok", 200, None)]
+    assert len({c["call_id"] for c in calls}) == 1 and calls[0]["meta_json"]["retry_after"] == 1.0
+    assert costs["events"] == 1 and costs["cost_usd"] == pytest.approx(0.002, abs=1e-9)
+    assert len(comfy.state.history) == 1  # one prompt ran
+
+
+def test_a_runtime_failure_fails_only_its_candidate_and_is_not_retried(studio, comfy):
+    app, client = studio
+    run, candidates, calls, costs = _run(
+        app, client, shots=[{"job_key": "bad", "scene": "EXPLODE the lighthouse"}, {"job_key": "good",
+                                                                                   "scene": "a harbour"}],
+        candidates=1, stages=["style_lock"])
+    assert run["status"] == "partial"
+    failed = [c for c in calls if c["outcome"] == "error"]
+    assert len(failed) == 1 and failed[0]["error_code"] == "provider_error" and failed[0]["http_status"] == 200
+    assert "KSampler" in failed[0]["error_message"]
+    assert costs["events"] == 1

@@ -29,7 +29,8 @@ does) under output/<subfolder>/<name>_00001_.png.
 Vendor failure modes, switched on the `ComfyState`: `fail_markers` (a positive prompt containing the word fails at
 run time, after /prompt said 200), `refuse_websocket` (the upgrade is refused, as by a proxy: clients poll),
 `drop_websocket` (the socket closes right after execution_start), `step_delay` (seconds per sampling step),
-`paused` (the worker takes nothing from the queue), `api_key` (an authenticating proxy in front: Bearer required).
+`paused` (the worker takes nothing from the queue), `api_key` (an authenticating proxy in front: Bearer required),
+`down_after` (that many prompts are queued, then /prompt breaks with aiohttp's plain-text 500).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class ComfyState:
     step_delay: float = 0.0
     paused: bool = False
     api_key: str | None = None
+    down_after: int | None = None  # after this many queued prompts, /prompt fails with aiohttp's plain-text 500
     # What the server received and holds, for tests to look at.
     prompts: list[dict] = field(default_factory=list)  # bodies of POST /prompt that reached validation
     uploads: list[dict] = field(default_factory=list)  # {name, subfolder, type, overwrite, data}
@@ -418,6 +420,8 @@ async def _post_prompt(request: web.Request) -> web.Response:
     if "prompt" not in json_data:
         return web.json_response({"error": _error("no_prompt", "No prompt provided", "No prompt provided"),
                                   "node_errors": {}}, status=400)
+    if state.down_after is not None and state.number > state.down_after:
+        raise RuntimeError("the server broke down")  # aiohttp answers 500 "Server got itself in trouble"
     state.prompts.append(json.loads(json.dumps(json_data)))
     prompt = json_data["prompt"]
     prompt_id = str(json_data.get("prompt_id", uuid.uuid4()))
