@@ -27,7 +27,9 @@ running (checked through `GET /queue` first, because servers older than the prom
 runs). Then `Cancelled` (or ProviderTimeout) is raised.
 
 The workflow of a call is the project's override for the stage, else for the mode (text2img, img2img), else the
-shipped default (`comfyui_workflows/*.json`); `iat.providers.comfyui_workflow` describes the placeholders.
+shipped default (`comfyui_workflows/*.json`); `iat.providers.comfyui_workflow` describes the placeholders. A stage's
+workflow that loads {{init_image}} cannot serve a text2img call (refused); one without it serves an img2img call
+by starting afresh (the project asked for that).
 Stage parameters (request.params steps, cfg, sampler_name, scheduler, strength) override the account's
 defaults. The seed and checkpoint reported back are those of the prompt the server kept in its history.
 """
