@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
+from iat.app import App
 from iat.errors import (
     ProviderAuthFailed, ProviderBadRequest, ProviderError, ProviderTimeout, ProviderUnavailable, RateLimited,
 )
@@ -22,6 +23,9 @@ from iat.plugins import LazyRegistry
 from iat.providers import default_providers
 from iat.providers.a1111 import A1111Config, A1111Provider, checkpoint_aliases
 from iat.providers.base import Account, Cancelled, GenerateRequest, ImageProvider, ReferenceImage
+from iat.settings import Settings
+
+from support import Client
 
 from vendors.a1111 import A1111State, checkpoint, make_app, render
 from vendors.loopback import Fault, LoopbackServer
@@ -548,3 +552,109 @@ def test_loopback_validates_and_answers_like_the_webui(server, state):
     assert httpx2.get(server.url + "/sdapi/v1/nothing", trust_env=False).json() == {"detail": "Not Found"}
     progress = post("/internal/progress", json={"id_task": "task(unknown)"}).json()
     assert progress["active"] is False and progress["queued"] is False and progress["completed"] is False
+
+
+# --- runs through the ledger ---
+
+
+@pytest.fixture
+def studio(tmp_path, server, state):
+    """An App whose secrets are sealed with a passphrase (no keyring needed), a project on the loopback webui,
+    which asks for --api-auth credentials (stored as the project's secrets)."""
+    state.users = {"studio": "webui-pass"}
+    app = App(Settings.from_env({"IAT_SECRETS_PASSPHRASE": "a1111 connector tests"}, home=tmp_path / "home"))
+    client = Client(app)
+    client.call("projects.create", slug="alpha", name="Alpha")
+    client.call("providers.configure", slug="alpha", provider_code="a1111",
+                config={"endpoint": server.url, "model": SD15, "backoff_s": 0.01, "timeout_s": 20,
+                        "pricing": {"usd_per_image": 0.0015}})
+    client.call("secrets.set", slug="alpha", provider_code="a1111", secret_name="username", value="studio")
+    client.call("secrets.set", slug="alpha", provider_code="a1111", secret_name="password", value="webui-pass")
+    yield app, client
+    app.close()
+
+
+def _run(app, client, **params) -> tuple[dict, list[dict], list[dict], dict]:
+    run = client.call("runs.start", slug="alpha", provider="a1111", **params)
+    assert app.runner.wait_idle(120), "the run did not finish"
+    run = client.call("runs.get", slug="alpha", run_id=run["id"])
+    candidates = client.call("candidates.list", slug="alpha", run_id=run["id"])["items"]
+    calls = client.call("providers.calls", slug="alpha", run_id=run["id"])["items"]
+    costs = client.call("costs.summary", slug="alpha", group_by="run")
+    return run, candidates, calls, costs
+
+
+def _reconfigure(client, server, **config) -> None:
+    client.call("providers.configure", slug="alpha", provider_code="a1111",
+                config={"endpoint": server.url, "model": SD15, "backoff_s": 0.01, "timeout_s": 20,
+                        "pricing": {"usd_per_image": 0.0015}, **config})
+
+
+def test_check_probes_the_webui_with_the_stored_credentials(studio, server):
+    app, client = studio
+    (item,) = client.call("providers.check", slug="alpha", provider_code="a1111")["items"]
+    assert item["ready"] and item["probe"]["info"]["model"] == checkpoint(SD15).title
+    _reconfigure(client, server, model="missing_v2")
+    (item,) = client.call("providers.check", slug="alpha", provider_code="a1111")["items"]
+    assert not item["ready"] and "missing_v2" in item["reason"]
+
+
+def test_a_run_records_provider_model_seed_and_cost_of_every_candidate(studio, state):
+    app, client = studio
+    run, candidates, calls, costs = _run(
+        app, client, shots=[{"job_key": "s1", "scene": "a fox in the street"},
+                            {"job_key": "s2", "scene": "a fox on a roof"}],
+        candidates=2, stages=["style_lock", "light_time"])
+    assert run["status"] == "done" and run["provider_code"] == "a1111"
+    paths = [path for path, _ in state.received]
+    assert paths.count(TXT2IMG) == 4 and paths.count(IMG2IMG) == 4  # light_time works on the style-lock output
+    assert all(body["override_settings"] == {"sd_model_checkpoint": SD15} for _, body in state.received)
+    assert {body["denoising_strength"] for path, body in state.received if path == IMG2IMG} == {0.45}
+    assert len(candidates) == 4 and len(calls) == 8 and {c["outcome"] for c in calls} == {"ok"}
+    seeds = set()
+    for cand in candidates:
+        meta = cand["meta_json"]
+        assert meta["provider"] == "a1111" and meta["model"] == "v1-5-pruned-emaonly"
+        assert [s["stage"] for s in meta["stages"]] == ["style_lock", "light_time"]
+        assert all(s["seed"] == meta["seed"] for s in meta["stages"])  # the webui used the seed it was given
+        assert all(s["usage"]["sd_model_hash"] == checkpoint(SD15).shorthash for s in meta["stages"])
+        assert meta["cost_usd"] == pytest.approx(0.003)
+        seeds.add(meta["seed"])
+    assert len(seeds) == 4
+    assert costs["events"] == 8 and costs["groups"][0]["key"] == run["id"]
+    assert costs["cost_usd"] == pytest.approx(8 * 0.0015)
+
+
+def test_a_webui_failing_halfway_ends_the_run_partial_with_every_failed_attempt_recorded(studio, server, state):
+    app, client = studio
+    _reconfigure(client, server, max_attempts=2, concurrency=1)
+    state.fail_after = 3  # three pictures, then CUDA out of memory for everything
+    run, candidates, calls, costs = _run(
+        app, client, shots=[{"job_key": "s1", "scene": "a fox"}, {"job_key": "s2", "scene": "a cat"}],
+        candidates=1, stages=["style_lock", "light_time"])
+    assert run["status"] == "partial"
+    ok = [c for c in calls if c["outcome"] == "ok"]
+    failed = [c for c in calls if c["outcome"] == "error"]
+    assert len(ok) == 3 and len(failed) == 2  # the failing call: both of its attempts
+    assert {(c["http_status"], c["error_code"]) for c in failed} == {(500, "provider_unavailable")}
+    assert sorted(c["attempt"] for c in failed) == [1, 2] and len({c["call_id"] for c in failed}) == 1
+    assert sorted(c["status"] for c in candidates) == ["done", "failed"]
+    assert costs["events"] == 3
+
+
+def test_429_with_retry_after_then_500_then_success_is_three_attempts_and_one_cost(studio, server, state):
+    app, client = studio
+    server.faults.add(TXT2IMG, Fault.status(429, json_body={"detail": "Too Many Requests"},
+                                            headers={"Retry-After": "1"}),
+                      Fault.status(500, json_body={"error": "OutOfMemoryError", "detail": "", "body": "",
+                                                   "errors": "CUDA out of memory"}))
+    started = time.monotonic()
+    run, candidates, calls, costs = _run(app, client, shots=[{"job_key": "s1", "scene": "a fox"}], candidates=1,
+                                         stages=["style_lock"])
+    assert run["status"] == "done" and time.monotonic() - started >= 1.0  # Retry-After was honoured
+    calls = sorted(calls, key=lambda c: c["attempt"])
+    assert [(c["attempt"], c["outcome"], c["http_status"], c["error_code"]) for c in calls] == [
+        (1, "error", 429, "rate_limited"), (2, "error", 500, "provider_unavailable"), (3, "ok", 200, None)]
+    assert len({c["call_id"] for c in calls}) == 1
+    assert costs["events"] == 1 and costs["cost_usd"] == pytest.approx(0.0015)
+    assert len(state.received) == 1  # the two failures never reached the webui's handler

@@ -106,6 +106,7 @@ class A1111State:
     nowebui: bool = False  # --nowebui: the API alone, without the UI's /internal/progress
     users: dict[str, str] = field(default_factory=dict)  # --api-auth user:password pairs
     fail_word: str = "__oom__"  # a prompt holding it fails inside sampling (CUDA out of memory, a 500)
+    fail_after: int | None = None  # after this many pictures every generation fails that way (a dying GPU)
     step_s: float = 0.0  # seconds per sampling step, so that a job is in flight long enough to cancel
     samples_format: str = "png"  # opts.samples_format: png, jpg or webp
     received: list[tuple[str, dict]] = field(default_factory=list)  # (path, body) of every generation request
@@ -406,7 +407,8 @@ async def _generate(request: web.Request, kind: str) -> web.Response:
                 raise ProcessingError("RuntimeError", "cannot sample an empty latent (width, height and steps "
                                                       "must be positive)")
             state.job_count, state.sampling_steps = int(req.get("n_iter") or 1), steps
-            if state.fail_word and state.fail_word in (req.get("prompt") or ""):
+            dying = state.fail_after is not None and len(state.answered) >= state.fail_after
+            if dying or state.fail_word and state.fail_word in (req.get("prompt") or ""):
                 raise ProcessingError("OutOfMemoryError", "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; "
                                                           "8.00 GiB total capacity)")
             done = 0

@@ -142,7 +142,7 @@ class A1111Provider(BaseProvider):
             "override_settings": {"sd_model_checkpoint": config.model} if config.model else {},
             "override_settings_restore_afterwards": True,
             "send_images": True, "save_images": False,
-            "force_task_id": task_id,  # lets a cancel tell this call's job from other callers' (webui 1.7+)
+            "force_task_id": task_id,  # tells a cancel this call's job from others' (older webuis ignore it)
         }
         path = "/sdapi/v1/txt2img"
         if request.mode == "img2img":
@@ -219,12 +219,12 @@ class A1111Provider(BaseProvider):
                 self._stop(endpoint, account, task_id, done)
                 raise Cancelled()
             if time.monotonic() > deadline + 1.0:  # the client's own timeout should have fired first
-                self._stop(endpoint, account, task_id, None)
+                self._stop_later(endpoint, account, task_id)
                 raise ProviderTimeout(f"{CODE} did not answer in time", details={"provider": CODE})
         error = box.get("error")
         if error is not None:
             if isinstance(error, ProviderTimeout):  # the webui may still be sampling (or not yet started) it
-                self._stop(endpoint, account, task_id, None)
+                self._stop_later(endpoint, account, task_id)
             raise error
         response = box["response"]
         if not 200 <= response.status_code < 300:
@@ -241,6 +241,11 @@ class A1111Provider(BaseProvider):
                              daemon=True, name="a1111-interrupt-watch").start()
         elif state in ("active", "unknown"):
             self._interrupt(endpoint, account)
+
+    def _stop_later(self, endpoint: str, account: Account, task_id: str) -> None:
+        """After a timeout: the same, in the background, so that the attempt ends at its deadline."""
+        threading.Thread(target=self._stop, args=(endpoint, account, task_id, None), daemon=True,
+                         name="a1111-timeout-stop").start()
 
     def _watch(self, endpoint: str, account: Account, task_id: str, request_done: threading.Event) -> None:
         until = time.monotonic() + WATCH_MAX_S
