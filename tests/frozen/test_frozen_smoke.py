@@ -353,3 +353,50 @@ def test_frozen_bundle_shape(frozen_binary: Path) -> None:
         native = [p for p in (internal / lib).rglob("*") if p.suffix in (".so", ".dll", ".dylib", ".pyd", ".dyld")
                   or ".so." in p.name]
         assert native, f"no native library of {lib} in the bundle"
+
+
+def test_frozen_connectors_generate_through_the_ledger(frozen_binary: Path, bare_env: dict[str, str]) -> None:
+    """Each remote generation connector (openai through the openai SDK, comfyui with its websocket, a1111) makes a
+    run through the frozen binary against its loopback vendor server: the SDKs, httpx2, websockets and tenacity
+    must all have been frozen in, which the venv cannot show."""
+    from tests.vendors import a1111, comfyui, openai
+    from tests.vendors.loopback import LoopbackServer
+
+    env = {**bare_env, "IAT_SECRETS_PASSPHRASE": "frozen-connectors-passphrase"}
+    servers = {"openai": LoopbackServer(openai.make_app(openai.OpenAIState())),
+               "comfyui": LoopbackServer(comfyui.make_app(comfyui.ComfyState())),
+               "a1111": LoopbackServer(a1111.make_app(a1111.A1111State()))}
+    configs = {"openai": lambda url: {"endpoint": url + "/v1"},
+               "comfyui": lambda url: {"endpoint": url, "model": "v1-5-pruned-emaonly.safetensors"},
+               "a1111": lambda url: {"endpoint": url}}
+    for server in servers.values():
+        server.start()
+    sidecar = FrozenSidecar(frozen_binary, env)
+    try:
+        assert sidecar.read_message(timeout=60).get("method") == "sidecar.ready"
+        sidecar.result("projects.create", {"slug": "connectors", "name": "Connectors"})
+        sidecar.result("secrets.set", {"slug": "connectors", "provider_code": "openai", "secret_name": "api_key",
+                                       "value": "sk-test"})
+        for code, server in servers.items():
+            sidecar.result("providers.configure", {"slug": "connectors", "provider_code": code,
+                                                   "config": {**configs[code](server.url), "timeout_s": 60}})
+            checked = sidecar.result("providers.check", {"slug": "connectors", "provider_code": code})["items"][0]
+            assert checked["ready"] and checked["probe"]["ok"], (code, checked, sidecar.log())
+            run = sidecar.result("runs.start", {"slug": "connectors", "provider": code, "candidates": 1,
+                                                "stages": ["style_lock", "light_time"],
+                                                "shots": [{"job_key": "one", "scene": "a lighthouse at dusk"}]})
+            deadline = time.monotonic() + 180
+            while (got := sidecar.result("runs.get", {"slug": "connectors", "run_id": run["id"]}))["status"] in (
+                    "planned", "running"):
+                assert time.monotonic() < deadline, f"{code} run did not finish; log:\n{sidecar.log()}"
+                time.sleep(0.5)
+            assert got["status"] == "done", (code, got, sidecar.log())
+            cand = sidecar.result("candidates.list", {"slug": "connectors", "run_id": run["id"]})["items"][0]
+            assert cand["meta_json"]["provider"] == code and cand["meta_json"]["model"]
+            calls = sidecar.result("providers.calls", {"slug": "connectors", "run_id": run["id"]})["items"]
+            assert [c["outcome"] for c in calls] == ["ok", "ok"], (code, calls)
+            assert server.requests_to("/") >= 2
+    finally:
+        sidecar.kill()
+        for server in servers.values():
+            server.stop()
