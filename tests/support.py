@@ -34,3 +34,15 @@ class Client:
         with pytest.raises(IATError) as info:
             self.call(method, **params)
         return info.value
+
+
+def finished_run(app: App, client: Client, provider: str, slug: str = "alpha", **params) -> tuple[dict, list, list, dict]:
+    """Starts a run with `provider`, waits for the runner, and returns the run, its candidates, its provider call
+    attempts and the project's costs grouped by run."""
+    run = client.call("runs.start", slug=slug, provider=provider, **params)
+    assert app.runner.wait_idle(120), "the run did not finish"
+    run = client.call("runs.get", slug=slug, run_id=run["id"])
+    candidates = client.call("candidates.list", slug=slug, run_id=run["id"])["items"]
+    calls = client.call("providers.calls", slug=slug, run_id=run["id"])["items"]
+    costs = client.call("costs.summary", slug=slug, group_by="run")
+    return run, candidates, calls, costs

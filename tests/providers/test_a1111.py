@@ -25,7 +25,7 @@ from iat.providers.a1111 import A1111Config, A1111Provider, checkpoint_aliases
 from iat.providers.base import Account, Cancelled, GenerateRequest, ImageProvider, ReferenceImage
 from iat.settings import Settings
 
-from support import Client
+from support import Client, finished_run
 
 from vendors.a1111 import A1111State, checkpoint, make_app, render
 from vendors.loopback import Fault, LoopbackServer
@@ -575,13 +575,7 @@ def studio(tmp_path, server, state):
 
 
 def _run(app, client, **params) -> tuple[dict, list[dict], list[dict], dict]:
-    run = client.call("runs.start", slug="alpha", provider="a1111", **params)
-    assert app.runner.wait_idle(120), "the run did not finish"
-    run = client.call("runs.get", slug="alpha", run_id=run["id"])
-    candidates = client.call("candidates.list", slug="alpha", run_id=run["id"])["items"]
-    calls = client.call("providers.calls", slug="alpha", run_id=run["id"])["items"]
-    costs = client.call("costs.summary", slug="alpha", group_by="run")
-    return run, candidates, calls, costs
+    return finished_run(app, client, "a1111", **params)
 
 
 def _reconfigure(client, server, **config) -> None:

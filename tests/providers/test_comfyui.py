@@ -533,13 +533,9 @@ def studio(tmp_path, comfy):
 
 
 def _run(app, client, **params) -> tuple[dict, list[dict], list[dict], dict]:
-    run = client.call("runs.start", slug="alpha", provider="comfyui", **params)
-    assert app.runner.wait_idle(120), "the run did not finish"
-    run = client.call("runs.get", slug="alpha", run_id=run["id"])
-    candidates = client.call("candidates.list", slug="alpha", run_id=run["id"])["items"]
-    calls = client.call("providers.calls", slug="alpha", run_id=run["id"])["items"]
-    costs = client.call("costs.summary", slug="alpha", group_by="run")
-    return run, candidates, calls, costs
+    from support import finished_run
+
+    return finished_run(app, client, "comfyui", **params)
 
 
 def test_providers_check_probes_the_server(studio, comfy):

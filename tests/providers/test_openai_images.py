@@ -24,7 +24,7 @@ from iat.providers.accounts import validate_config
 from iat.providers.base import Account, Cancelled, GenerateRequest, ImageProvider, encode_png
 from iat.providers.openai_images import OpenAIConfig, OpenAIImagesProvider, nearest_size, vision_tokens
 from iat.settings import Settings
-from support import Client
+from support import Client, finished_run
 from vendors.loopback import Fault, LoopbackServer
 from vendors.openai import OpenAIState, decoded, error_body, make_app, render
 
@@ -440,13 +440,7 @@ def studio(tmp_path, server):
 
 
 def _run(app, client, **params) -> tuple[dict, list[dict], list[dict], dict]:
-    run = client.call("runs.start", slug="alpha", provider="openai", **params)
-    assert app.runner.wait_idle(120), "the run did not finish"
-    run = client.call("runs.get", slug="alpha", run_id=run["id"])
-    candidates = client.call("candidates.list", slug="alpha", run_id=run["id"])["items"]
-    calls = client.call("providers.calls", slug="alpha", run_id=run["id"])["items"]
-    costs = client.call("costs.summary", slug="alpha", group_by="run")
-    return run, candidates, calls, costs
+    return finished_run(app, client, "openai", **params)
 
 
 def state_url(client) -> str:
