@@ -317,6 +317,22 @@ def test_an_unknown_node_and_a_bad_value_are_refused_by_the_server(comfy):
     assert "scheduler: 'warp' not in" in err.value.message and err.value.details["node_ids"] == ["3"]
 
 
+def test_a_prompt_accepted_with_node_errors_is_refused_and_taken_off_the_queue(comfy):
+    # ComfyUI runs the valid outputs of a prompt and answers 200 with the broken ones in node_errors (seen on a
+    # real server): the picture would come from the wrong branch, so the call is refused.
+    graph = wf.default("text2img")
+    graph["20"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "missing.safetensors"}}
+    graph["21"] = {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["20", 2]}}
+    graph["22"] = {"class_type": "SaveImage", "inputs": {"images": ["21", 0], "filename_prefix": "other"}}
+    with pytest.raises(ProviderBadRequest) as err:
+        ComfyUIProvider().generate(req(), account(comfy, workflows={"text2img": graph}))
+    details = err.value.details
+    assert details["http_status"] == 200 and details["node_ids"] == ["20"]
+    assert "missing.safetensors" in err.value.message and not err.value.retryable
+    assert ("POST", "/queue") in comfy.log  # taken off the queue (or interrupted, had it started)
+    until(lambda: comfy.state.running is None and not comfy.state.queue)
+
+
 def test_a_runtime_failure_is_200_then_an_error_in_the_history(comfy):
     with pytest.raises(ProviderError) as err:
         ComfyUIProvider().generate(req(prompt="EXPLODE the lighthouse"), account(comfy))

@@ -333,6 +333,11 @@ def _queue(http: "_Http", graph: dict[str, Any], client_id: str) -> str:
     if not isinstance(body, dict) or not isinstance(body.get("prompt_id"), str):
         raise ProviderError(f"{CODE} queued the prompt without a prompt_id",
                             details={"provider": CODE, "http_status": response.status_code})
+    if body.get("node_errors"):
+        # ComfyUI accepts a prompt when at least one output is valid and runs only that branch, listing the broken
+        # ones in node_errors with a 200: the picture would be the wrong one, so the prompt is stopped and refused.
+        _stop(http, body["prompt_id"])
+        raise _refused(response)
     return body["prompt_id"]
 
 
@@ -342,7 +347,7 @@ def _refused(response) -> ProviderError:
         body = response.json()
     except ValueError:
         body = None
-    if not isinstance(body, dict) or "error" not in body:
+    if not isinstance(body, dict) or ("error" not in body and not body.get("node_errors")):
         try:
             check(response, CODE)
         except ProviderError as exc:
@@ -352,7 +357,7 @@ def _refused(response) -> ProviderError:
     if isinstance(error, dict):
         kind, said, more = error.get("type"), str(error.get("message") or ""), error.get("details")
     else:
-        kind, said, more = None, str(error), None
+        kind, said, more = None, str(error) if error else "some of its outputs failed validation", None
     nodes: dict[str, Any] = {}
     first = ""
     for node_id, found in list(node_errors.items())[:20]:
@@ -465,8 +470,9 @@ def _open_ws(account: Account, client_id: str, deadline: float):
     if remaining <= 0:
         return None
     try:
+        # Entered as a context manager: websockets 17.1+ deprecates a bare connect() (its first recv warns).
         return connect(url, open_timeout=min(5.0, remaining), additional_headers=_auth(account),
-                       max_size=64 * 1024 * 1024, close_timeout=1.0, user_agent_header="iat-toolkit")
+                       max_size=64 * 1024 * 1024, close_timeout=1.0, user_agent_header="iat-toolkit").__enter__()
     except Exception:  # noqa: BLE001 - refused, reset, timed out, not a websocket: all mean "poll instead"
         return None
 
