@@ -234,6 +234,20 @@ def test_an_invalid_workflow_is_the_servers_400_with_its_node_errors(provider):
     assert err.details["node_errors"] == {} and "NoSuchNodeAnywhere does not exist" in err.message
 
 
+def test_a_prompt_the_server_half_accepts_is_refused(provider):
+    """The real server queues a prompt whose other output is broken (200 with node_errors) and runs only the
+    valid branch: the connector must refuse it, not bring back the valid branch's picture."""
+    half = workflow("text2img")
+    half["4"] = {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1,
+                                                      "color": 99_999_999}}
+    half["5"] = {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "{{filename_prefix}}"}}
+    with pytest.raises(ProviderBadRequest) as info:
+        provider.generate(text2img(seed=1), account(provider, workflows={"text2img": half}))
+    err = info.value
+    assert err.details["http_status"] == 200 and err.details["node_ids"] == ["4"]
+    assert err.details["node_errors"]["4"]["errors"][0]["type"] == "value_bigger_than_max"
+
+
 def test_the_shipped_workflow_needs_a_checkpoint(provider):
     """With no override the connector runs the shipped SD graph: on a server without checkpoints that is a clear
     bad request before anything is queued; on one with checkpoints, a real (one-step, small) generation."""
