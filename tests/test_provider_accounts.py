@@ -46,6 +46,13 @@ def test_a_bad_configuration_is_refused_and_changes_nothing(app: App, client: Cl
         assert client.call("audit.list", slug="alpha")["items"] == audit
 
 
+def test_the_budget_setting_is_a_number(client: Client, project: dict):
+    err = client.error("projects.update", slug="alpha", settings_json={"budget_usd": False})
+    assert err.name == "invalid_params"
+    assert client.call("projects.update", slug="alpha", settings_json={"budget_usd": 5})["settings_json"][
+        "budget_usd"] == 5
+
+
 def test_configure_enable_disable_and_runs_refuse_a_disabled_provider(client: Client, project: dict):
     out = client.call("providers.configure", slug="alpha", provider_code="preview",
                       config={"concurrency": 4, "pricing": {"usd_per_image": 0.02}})

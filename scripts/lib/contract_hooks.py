@@ -10,6 +10,9 @@
   generated *positive* cases are made to follow them before they go out: repeated job keys get a suffix, character
   codes are dropped (the fuzzer cannot know a project's characters), and `shots_csv` becomes one shot whose scene
   is the generated text, written as CSV. Negative cases go out as generated.
+- A provider's `config` is validated by that provider's own model (unknown keys refused, ComfyUI workflows checked
+  as graphs), which the one shared schema of providers.configure cannot state per path: positive cases keep only
+  a config the named provider accepts (else its defaults, {}). Negative cases go out as generated.
 - Generated import paths name nothing on this machine, so positive assets.import cases import the pictures
   scripts/contract seeded in the sidecar's home folder (IAT_CONTRACT_IMAGES): the success path is fuzzed too.
 """
@@ -46,6 +49,8 @@ def before_call(ctx, case, **kwargs):
     positive = isinstance(body, dict) and case.meta is not None and case.meta.generation.mode.is_positive
     if positive and case.operation.method.upper() == "POST" and case.operation.path in _SHOT_LISTS:
         _follow_shot_list_rules(body)
+    if positive and case.operation.method.upper() == "PUT" and case.operation.path == _CONFIGURE:
+        _follow_provider_config(case)
     if positive and case.operation.method.upper() == "POST" and case.operation.path == _IMPORT and _IMAGES:
         paths = body.get("paths")
         if isinstance(paths, list) and paths:
@@ -55,6 +60,23 @@ def before_call(ctx, case, **kwargs):
 # The operations taking a shot list (runs.start, runs.plan), and assets.import.
 _SHOT_LISTS = ("/api/projects/{slug}/runs", "/api/projects/{slug}/runs/plan")
 _IMPORT = "/api/projects/{slug}/assets/import"
+_CONFIGURE = "/api/projects/{slug}/providers/{provider_code}"
+
+
+def _follow_provider_config(case) -> None:
+    from pydantic import ValidationError
+
+    from iat.providers import default_providers
+    from iat.plugins import LazyRegistry
+
+    code = (case.path_parameters or {}).get("provider_code")
+    if not isinstance(case.body, dict) or code not in default_providers():
+        return
+    provider = LazyRegistry("provider", default_providers()).get(code)
+    try:
+        provider.config_model.model_validate(case.body.get("config"))
+    except ValidationError:
+        case.body["config"] = {}
 
 
 def _follow_shot_list_rules(body: dict) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import AwareDatetime, Field, model_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 
 from iat.commands.common import ProjectRef
 from iat.lazy import lazy_import
@@ -15,20 +18,43 @@ from iat.registry import Result, command
 ledger_repo = lazy_import("iat.ledger.repo")
 
 
+_ISO = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
+
+
+def _iso_text(value):
+    """A time given as ISO 8601 text only: pydantic would read a number (or "0.5" from a query string) as seconds
+    since 1970, which the schema's date-time format does not allow."""
+    if not isinstance(value, str) or not _ISO.match(value):
+        raise ValueError("a date-time in ISO 8601 with its UTC offset, e.g. 2026-11-25T00:00:00Z")
+    return value
+
+
+# Costs are recorded now, so a time before 2000 bounds a window as 2000 does; clamping keeps any ISO time the
+# schema allows (year 0001, offsets of +23:59) inside what the database's timestamps can be compared with.
+_EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc)
+
+
+def _clamped_utc(value: datetime) -> datetime:
+    try:
+        utc = value.astimezone(timezone.utc)
+    except OverflowError:
+        return _EARLIEST if value.year < 5000 else _LATEST
+    return min(max(utc, _EARLIEST), _LATEST)
+
+
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_clamped_utc)]
+
+
 class SummaryParams(ProjectRef):
     group_by: Literal["provider", "run", "operation", "day"] = Field(
         "provider", description="One row per provider code, run, operation code, or UTC day")
     provider_code: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")
     run_id: uuid.UUID | None = None
     operation_code: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[a-z0-9_.]+$")
-    since: AwareDatetime | None = Field(None, description="From this time on (inclusive), with its UTC offset")
-    until: AwareDatetime | None = Field(None, description="Before this time (exclusive), with its UTC offset")
-
-    @model_validator(mode="after")
-    def _window(self) -> "SummaryParams":
-        if self.since and self.until and self.until <= self.since:
-            raise ValueError("until must be later than since")
-        return self
+    since: IsoTime | None = Field(None, description="From this time on (inclusive), with its UTC offset")
+    until: IsoTime | None = Field(None, description="Before this time (exclusive), with its UTC offset; not "
+                                                    "later than since: an empty window")
 
 
 class CostGroup(Result):

@@ -54,7 +54,7 @@ class ProjectSettings(BaseModel):
         None, min_length=1, max_length=8, description="Background-removal engines in order, the default of runs "
                                                       "and images.remove_background (default [\"key\"])")
     budget_usd: float | None = Field(
-        None, ge=0, le=1e9, description="What the project's provider calls may cost in all (USD): a run whose "
+        None, ge=0, le=1e9, strict=True, description="What the project's provider calls may cost in all (USD): a run whose "
                                         "estimate exceeds what is left needs confirm_budget, and calls stop once it "
                                         "is spent (default: no budget)")
 
