@@ -18,6 +18,8 @@ from iat.db.models import ProjectApiSecret, ProviderAccount
 from iat.errors import InvalidParams, NotFound
 from iat.providers.base import Account, ProviderConfig
 
+STORED = "(stored)"  # stands for a secret's value where only its presence matters (readiness), never decrypted
+
 
 def provider_of(app, code: str):
     if code not in app.providers:
@@ -96,7 +98,7 @@ def account(app, handle, code: str, *, reveal: bool = True, model: str | None = 
         config = config.model_copy(update={"model": model})
     wanted = [n for n in (*provider.required_secrets, *provider.optional_secrets) if n in names]
     # Without reveal, a stored secret is marked present (for readiness) and its value stays encrypted.
-    values = {n: secrets.reveal(app, handle, code, n) for n in wanted} if reveal else {n: "(stored)" for n in wanted}
+    values = {n: secrets.reveal(app, handle, code, n) for n in wanted} if reveal else dict.fromkeys(wanted, STORED)
     return Account(code, config, values, True if row is None else bool(row["is_enabled"]))
 
 
@@ -104,7 +106,7 @@ def describe(app, code: str, row: dict | None, names: list[str]) -> dict:
     """What providers.list/get show: config with its defaults, secrets present by name, readiness and why not."""
     provider = provider_of(app, code)
     config = validate_config(provider, row["config_json"] if row else {})
-    present = {n: "set" for n in names}  # presence only: readiness never needs the values
+    present = dict.fromkeys(names, STORED)
     status = provider.status(Account(code, config, present, True if row is None else bool(row["is_enabled"])))
     return {"provider_code": code, "configured": row is not None,
             "is_enabled": True if row is None else bool(row["is_enabled"]),
