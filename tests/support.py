@@ -46,3 +46,16 @@ def finished_run(app: App, client: Client, provider: str, slug: str = "alpha", *
     calls = client.call("providers.calls", slug=slug, run_id=run["id"])["items"]
     costs = client.call("costs.summary", slug=slug, group_by="run")
     return run, candidates, calls, costs
+
+
+def assert_partial_after_three(run: dict, candidates: list, calls: list, costs: dict) -> None:
+    """A two-shot, one-candidate, two-stage run whose provider fails after three pictures (max_attempts 2): the run
+    ends partial, the failing call's two attempts recorded, the three successes costed once each."""
+    assert run["status"] == "partial"
+    ok = [c for c in calls if c["outcome"] == "ok"]
+    failed = [c for c in calls if c["outcome"] == "error"]
+    assert len(ok) == 3 and len(failed) == 2  # the failing call: both of its attempts
+    assert {(c["http_status"], c["error_code"]) for c in failed} == {(500, "provider_unavailable")}
+    assert sorted(c["attempt"] for c in failed) == [1, 2] and len({c["call_id"] for c in failed}) == 1
+    assert sorted(c["status"] for c in candidates) == ["done", "failed"]
+    assert costs["events"] == 3

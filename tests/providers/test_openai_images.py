@@ -24,7 +24,7 @@ from iat.providers.accounts import validate_config
 from iat.providers.base import Account, Cancelled, GenerateRequest, ImageProvider, encode_png
 from iat.providers.openai_images import OpenAIConfig, OpenAIImagesProvider, nearest_size, vision_tokens
 from iat.settings import Settings
-from support import Client, finished_run
+from support import Client, assert_partial_after_three, finished_run
 from vendors.loopback import Fault, LoopbackServer
 from vendors.openai import OpenAIState, decoded, error_body, make_app, render
 
@@ -480,14 +480,7 @@ def test_a_server_failing_halfway_ends_the_run_partial_with_every_failed_attempt
     run, candidates, calls, costs = _run(
         app, client, shots=[{"job_key": "s1", "scene": "a fox"}, {"job_key": "s2", "scene": "a cat"}],
         candidates=1, stages=["style_lock", "light_time"])
-    assert run["status"] == "partial"
-    ok = [c for c in calls if c["outcome"] == "ok"]
-    failed = [c for c in calls if c["outcome"] == "error"]
-    assert len(ok) == 3 and len(failed) == 2  # the failing call: both of its attempts
-    assert {(c["http_status"], c["error_code"]) for c in failed} == {(500, "provider_unavailable")}
-    assert sorted(c["attempt"] for c in failed) == [1, 2] and len({c["call_id"] for c in failed}) == 1
-    assert sorted(c["status"] for c in candidates) == ["done", "failed"]
-    assert costs["events"] == 3
+    assert_partial_after_three(run, candidates, calls, costs)
 
 
 def test_429_with_retry_after_then_500_then_success_is_three_attempts_and_one_cost(studio, state):
