@@ -66,10 +66,10 @@ class KeepsEverything:
     code = "keeps_everything"
     op = "remove_background"
 
-    def available(self) -> EngineStatus:
+    def available(self, ctx=None) -> EngineStatus:
         return EngineStatus(True)
 
-    def process(self, src, dst, options=None, *, cancel=None) -> EngineResult:
+    def process(self, src, dst, options=None, *, cancel=None, ctx=None) -> EngineResult:
         img = Image.open(src).convert("RGBA")
         save_png(img, dst)
         return EngineResult(Path(dst), img.width, img.height, {"engine": self.code})

@@ -25,11 +25,11 @@ class MaskFileEngine:
     code: ClassVar[str] = "mask_file"
     op: ClassVar[str] = "remove_background"
 
-    def available(self) -> EngineStatus:
+    def available(self, ctx=None) -> EngineStatus:
         return EngineStatus(True, "")
 
     def process(self, src: Path, dst: Path, options: dict[str, Any], *,
-                cancel: threading.Event | None = None) -> EngineResult:
+                cancel: threading.Event | None = None, ctx=None) -> EngineResult:
         check_cancel(cancel)
         mask_path = options.get("mask")
         if not mask_path:
@@ -48,14 +48,14 @@ class MaskFileEngine:
 class OfflineEngine(MaskFileEngine):
     code: ClassVar[str] = "offline"
 
-    def available(self) -> EngineStatus:
+    def available(self, ctx=None) -> EngineStatus:
         return EngineStatus(False, "no network")
 
 
 class BrokenEngine(MaskFileEngine):
     code: ClassVar[str] = "broken"
 
-    def process(self, src, dst, options, *, cancel=None):
+    def process(self, src, dst, options, *, cancel=None, ctx=None):
         Path(dst).write_bytes(b"half")   # writes a partial file, then fails the way a bug does
         raise RuntimeError("boom")
 

@@ -7,8 +7,13 @@ per App, so an engine holds no per-call state and must be safe to call from seve
     class MyEngine:
         code: ClassVar[str] = "mine"
         op: ClassVar[str] = "remove_background"          # or "upscale"
-        def available(self) -> EngineStatus: ...           # ready, or why not (a missing model file, no key)
-        def process(self, src, dst, options, *, cancel=None) -> EngineResult: ...
+        def available(self, ctx=None) -> EngineStatus: ...  # ready, or why not (a missing model file, no key)
+        def process(self, src, dst, options, *, cancel=None, ctx=None) -> EngineResult: ...
+
+`ctx` (an `EngineContext`) is what an engine needs beyond its inputs: the App (its models folder, ONNX sessions,
+provider accounts and call ledger) and, inside a project, the project handle and the run, so that a paid call is
+charged to them. Local pure engines (key, lanczos) ignore it; an engine that needs it and gets none says so in
+`available()` rather than failing later.
 
 Errors: bad `options` -> InvalidParams (checked before any work); an unreadable source -> InvalidParams; the
 engine's own failure (a vendor error, a model that fails to run) -> EngineError; a set `cancel` event ->
@@ -28,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 from iat.cancel import Cancelled, check_cancel
 from iat.errors import EngineError, InvalidParams
 
-__all__ = ["Cancelled", "EngineError", "EngineResult", "EngineStatus", "ImageEngine", "Op", "check_cancel",
+__all__ = ["Cancelled", "EngineContext", "EngineError", "EngineResult", "EngineStatus", "ImageEngine", "Op", "check_cancel",
            "parse_options"]
 
 Op = Literal["remove_background", "upscale"]
@@ -49,15 +54,23 @@ class EngineResult:
     meta: dict[str, Any] = field(default_factory=dict)   # JSON-serialisable facts about the run (thresholds, ...)
 
 
+@dataclass(frozen=True)
+class EngineContext:
+    app: Any                      # iat.app.App: models, sessions, accounts, ledger
+    handle: Any | None = None     # the project the work is for (paid engines charge it); None outside a project
+    run_id: str | None = None     # the run, when the work is a run's post-processing
+    enforce_budget: bool = True   # False once the user confirmed going over the project's budget for this run
+
+
 @runtime_checkable
 class ImageEngine(Protocol):
     code: ClassVar[str]
     op: ClassVar[str]
 
-    def available(self) -> EngineStatus: ...
+    def available(self, ctx: EngineContext | None = None) -> EngineStatus: ...
 
     def process(self, src: Path, dst: Path, options: dict[str, Any], *,
-                cancel: threading.Event | None = None) -> EngineResult: ...
+                cancel: threading.Event | None = None, ctx: EngineContext | None = None) -> EngineResult: ...
 
 
 def parse_options(model: type[BaseModel], options: dict[str, Any] | None, engine: str) -> BaseModel:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from iat.engines.base import Cancelled, EngineResult, ImageEngine, check_cancel
+from iat.engines.base import Cancelled, EngineContext, EngineResult, ImageEngine, check_cancel
 from iat.engines.mask_check import MaskCheck, MaskThresholds, check_mask
 from iat.errors import EngineError, IATError, InvalidParams
 from iat.imaging.io import open_image
@@ -67,10 +67,10 @@ def _engines(registry: LazyRegistry, order: list[str]) -> list[ImageEngine]:
 
 def remove_background(registry: LazyRegistry, order: list[str], src: str | os.PathLike, dst: str | os.PathLike, *,
                       options: dict[str, dict[str, Any]] | None = None, thresholds: MaskThresholds | None = None,
-                      cancel: threading.Event | None = None) -> ChainResult:
+                      cancel: threading.Event | None = None, ctx: EngineContext | None = None) -> ChainResult:
     """Runs the engines of `order` on `src` until one's mask passes; writes the winner to `dst`.
 
-    `options` maps an engine code to that engine's options.
+    `options` maps an engine code to that engine's options; `ctx` is passed to every engine.
     """
     src, dst = Path(src), Path(dst)
     engines = _engines(registry, list(order))
@@ -83,13 +83,13 @@ def remove_background(registry: LazyRegistry, order: list[str], src: str | os.Pa
     for code, engine in zip(order, engines):
         check_cancel(cancel)
         started = time.perf_counter()
-        status = engine.available()
+        status = engine.available(ctx)
         if not status.ready:
             attempts.append(Attempt(code, False, f"unavailable: {status.reason}", time.perf_counter() - started))
             continue
         tmp = dst.with_name(f".{dst.name}.{code}.{os.getpid()}.{threading.get_ident()}.attempt.png")
         try:
-            result = engine.process(src, tmp, dict((options or {}).get(code, {})), cancel=cancel)
+            result = engine.process(src, tmp, dict((options or {}).get(code, {})), cancel=cancel, ctx=ctx)
             check = check_mask(tmp, thresholds)
         except (Cancelled, InvalidParams):
             _remove(tmp)

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from iat.engines.base import EngineResult, EngineStatus, check_cancel, parse_options
+from iat.engines.base import EngineContext, EngineResult, EngineStatus, check_cancel, parse_options
 from iat.imaging import components, filters
 from iat.imaging.io import from_arrays, open_image, save_png, to_arrays
 from iat.imaging.oklab import hex_to_oklab, hex_to_rgb8, oklab_to_srgb, oklab_to_srgb8, rgb8_to_hex, srgb8_to_oklab
@@ -371,11 +371,11 @@ class KeyEngine:
     code: ClassVar[str] = "key"
     op: ClassVar[str] = "remove_background"
 
-    def available(self) -> EngineStatus:
+    def available(self, ctx: EngineContext | None = None) -> EngineStatus:
         return EngineStatus(True, "")
 
     def process(self, src: Path, dst: Path, options: dict[str, Any] | None = None, *,
-                cancel: threading.Event | None = None) -> EngineResult:
+                cancel: threading.Event | None = None, ctx: EngineContext | None = None) -> EngineResult:
         opt = parse_options(KeyOptions, options, self.code)
         img = open_image(src)
         rgb, src_alpha = to_arrays(img)

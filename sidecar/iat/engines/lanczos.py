@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
-from iat.engines.base import EngineResult, EngineStatus, check_cancel, parse_options
+from iat.engines.base import EngineContext, EngineResult, EngineStatus, check_cancel, parse_options
 from iat.errors import InvalidParams
 from iat.imaging.io import from_arrays, open_image, save_png, to_arrays
 
@@ -59,11 +59,11 @@ class LanczosEngine:
     code: ClassVar[str] = "lanczos"
     op: ClassVar[str] = "upscale"
 
-    def available(self) -> EngineStatus:
+    def available(self, ctx: EngineContext | None = None) -> EngineStatus:
         return EngineStatus(True, "")
 
     def process(self, src: Path, dst: Path, options: dict[str, Any] | None = None, *,
-                cancel: threading.Event | None = None) -> EngineResult:
+                cancel: threading.Event | None = None, ctx: EngineContext | None = None) -> EngineResult:
         opt = parse_options(LanczosOptions, options, self.code)
         img = open_image(src)
         if max(img.size) * opt.factor > MAX_SIDE:

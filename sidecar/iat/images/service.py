@@ -36,6 +36,7 @@ from iat.assets import store as files
 from iat.assets.register import write_with_files
 from iat.audit import repo as audit
 from iat.clock import utcnow
+from iat.engines.base import EngineContext
 from iat.engines.chain import remove_background as run_chain
 from iat.errors import EngineError, InvalidParams, NotFound
 from iat.imaging.color import ColorCorrection, correct_colors
@@ -135,7 +136,7 @@ def remove_background(app, slug: str, asset_id: str, engines: list[str] | None, 
         source, path = _source(handle, asset_id)
         order = _engine_order(handle, engines)
         with tempfile.TemporaryDirectory(prefix="iat-image-") as tmp:
-            result = run_chain(app.engines, order, path, Path(tmp) / "cutout.png")
+            result = run_chain(app.engines, order, path, Path(tmp) / "cutout.png", ctx=EngineContext(app, handle))
             data = result.result.path.read_bytes()
         attempts = [a.to_dict() for a in result.attempts]
         asset, link = _register(handle, source, "bg_removed", data, "background_removed",
@@ -153,12 +154,13 @@ def upscale(app, slug: str, asset_id: str, factor: int, actor_id: str, engine_co
         if getattr(engine, "op", None) != UPSCALE_OP:
             raise _invalid(f"engine {engine_code!r} does not upscale (op {getattr(engine, 'op', None)!r})",
                            "engine", engine=engine_code)
-        status = engine.available()
+        ctx = EngineContext(app, handle)
+        status = engine.available(ctx)
         if not status.ready:
             raise EngineError(f"upscaler {engine_code!r} is unavailable: {status.reason}",
                               details={"engine": engine_code, "reason": status.reason})
         with tempfile.TemporaryDirectory(prefix="iat-image-") as tmp:
-            result = engine.process(path, Path(tmp) / "upscaled.png", {"factor": factor})
+            result = engine.process(path, Path(tmp) / "upscaled.png", {"factor": factor}, ctx=ctx)
             data = result.path.read_bytes()
         asset, link = _register(handle, source, "upscaled", data, "upscaled",
                                 {"engine": engine_code, "factor": factor, **result.meta},

@@ -53,6 +53,7 @@ class Tools:
     provider_code: str
     generate: Generate
     engines: Any  # iat.plugins.LazyRegistry of image engines
+    engine_ctx: Any = None  # iat.engines.base.EngineContext: the App, the project and the run, for engines
 
 
 def run_candidate(snapshot: dict, job: dict, index: int, tools: Tools, workdir: Path, *,
@@ -86,7 +87,7 @@ def run_candidate(snapshot: dict, job: dict, index: int, tools: Tools, workdir: 
         outputs.append(Output("generated", stage, png, len(outputs) - 1 if outputs else None, meta))
     output_index = len(outputs) - 1
     steps = post.post_process(snapshot, shot, outputs[-1].data, tools.engines, workdir, cancel=cancel,
-                              progress=progress)
+                              progress=progress, ctx=tools.engine_ctx)
     for step in steps:
         png = add_text(step.data, {**recipe, "iat:stage": step.step})
         outputs.append(Output(step.kind, step.step, png, len(outputs) - 1, step.meta))

@@ -30,7 +30,8 @@ class Step:
 
 def post_process(snapshot: dict, shot: dict, png: bytes, engines, workdir: Path, *,
                  cancel: threading.Event | None = None,
-                 progress: Callable[[str], None] | None = None) -> list[Step]:
+                 progress: Callable[[str], None] | None = None, ctx=None) -> list[Step]:
+    """The post-processing steps of one candidate; `ctx` (iat.engines.base.EngineContext) goes to every engine."""
     post = snapshot["post"]
     rules = parse_rules(snapshot["style_guide"]["rules_json"])
     steps: list[Step] = []
@@ -40,7 +41,7 @@ def post_process(snapshot: dict, shot: dict, png: bytes, engines, workdir: Path,
         if progress:
             progress("cutout")
         out = workdir / "cutout.png"
-        result = remove_background(engines, post["background_engines"], current, out, cancel=cancel)
+        result = remove_background(engines, post["background_engines"], current, out, cancel=cancel, ctx=ctx)
         steps.append(Step("bg_removed", "cutout", out.read_bytes(),
                           {"engine": result.engine, "attempts": [a.to_dict() for a in result.attempts]}))
         current = out
@@ -57,7 +58,8 @@ def post_process(snapshot: dict, shot: dict, png: bytes, engines, workdir: Path,
         if progress:
             progress("upscale")
         out = workdir / "upscaled.png"
-        result = engines.get("lanczos").process(current, out, {"factor": post["upscale_factor"]}, cancel=cancel)
+        result = engines.get("lanczos").process(current, out, {"factor": post["upscale_factor"]}, cancel=cancel,
+                                                ctx=ctx)
         steps.append(Step("upscaled", "upscale", out.read_bytes(),
                           {"engine": "lanczos", "factor": post["upscale_factor"], **result.meta}))
         current = out

@@ -284,7 +284,10 @@ class _RunWork:
                 run_id=self.run_id, cancel=cancel, estimate_usd=provider.estimate(request, account).cost_usd,
                 enforce_budget=enforce_budget, meta={"stage": request.stage})
 
-        return Tools(provider_code=code, generate=generate, engines=self.app.engines)
+        from iat.engines.base import EngineContext
+
+        return Tools(provider_code=code, generate=generate, engines=self.app.engines,
+                     engine_ctx=EngineContext(self.app, self.handle, self.run_id, enforce_budget))
 
     def _sweep(self) -> list[str]:
         """Files a crashed candidate stored before its commit: nothing references them, so they go."""
