@@ -20,6 +20,7 @@ from iat.settings import Settings
 if TYPE_CHECKING:
     from iat.db.store import Store
     from iat.ledger.ledger import Ledger
+    from iat.models.store import ModelStore
     from iat.pipeline.runner import Runner
     from iat.plugins import LazyRegistry
     from iat.projects.directory import ProjectDirectory
@@ -49,6 +50,7 @@ class App:
         self._engines: LazyRegistry | None = None
         self._vault: Vault | None = None
         self._ledger: Ledger | None = None
+        self._models: ModelStore | None = None
 
     # --- databases and services, opened on first use ---
 
@@ -115,6 +117,16 @@ class App:
 
                 self._ledger = Ledger(self)
             return self._ledger
+
+    @property
+    def models(self) -> ModelStore:
+        """The ONNX models folders and the inference sessions shared by every engine."""
+        with self._lock:
+            if self._models is None:
+                from iat.models.store import open_store
+
+                self._models = open_store(self.settings)
+            return self._models
 
     @property
     def runner(self) -> Runner:

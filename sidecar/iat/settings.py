@@ -25,6 +25,8 @@ class Settings:
     # Passphrase mode of the secrets vault (iat.secrets.vault): the master key is derived from it with scrypt
     # instead of living in the OS keyring. Unset: the keyring only.
     secrets_passphrase: str | None = None
+    # The user's models folder (IAT_MODELS_DIR); None: <home>/models.
+    models_path: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -48,6 +50,8 @@ class Settings:
             settings = replace(settings, runner_threads=max(1, int(env["IAT_RUNNER_THREADS"])))
         if env.get("IAT_SECRETS_PASSPHRASE"):
             settings = replace(settings, secrets_passphrase=env["IAT_SECRETS_PASSPHRASE"])
+        if env.get("IAT_MODELS_DIR"):
+            settings = replace(settings, models_path=Path(env["IAT_MODELS_DIR"]).expanduser().resolve())
         if env.get("IAT_LOG_LEVEL"):
             settings = replace(settings, log_level=env["IAT_LOG_LEVEL"].upper())
         return replace(settings, **overrides)
@@ -59,6 +63,10 @@ class Settings:
     @property
     def trash_dir(self) -> Path:
         return self.home / "trash"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.models_path or self.home / "models"
 
     @property
     def logs_dir(self) -> Path:
