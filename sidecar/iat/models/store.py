@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from iat.clock import utcnow
 from iat.errors import Conflict, InvalidParams, NotFound
@@ -126,6 +127,14 @@ class ModelStore:
 
         src = Path(src)
         sha256 = sha256.lower()
+        if not re.fullmatch(mf.NAME_PATTERN, name):  # checked first: the name becomes a file name
+            raise _invalid(f"model name {name!r} must match {mf.NAME_PATTERN}", "name")
+        if kind not in get_args(mf.Kind):
+            raise _invalid(f"kind must be one of {', '.join(get_args(mf.Kind))}", "kind")
+        if arch is not None and arch not in get_args(mf.Arch):
+            raise _invalid(f"arch must be one of {', '.join(get_args(mf.Arch))}", "arch")
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise _invalid("sha256 must be 64 hex digits", "sha256")
         if not src.is_file():
             raise _invalid(f"no file at {src}", "path")
         if kind == "segmentation" and arch is None:
