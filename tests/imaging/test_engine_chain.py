@@ -158,5 +158,5 @@ def test_cancel_stops_the_chain(registry, photo, tmp_path):
 
 def test_default_engines_resolve_lazily():
     reg = LazyRegistry("engine", default_engines())
-    assert reg.codes() == ["key", "lanczos"]
+    assert {"key", "lanczos"} <= set(reg.codes())   # and the model-based and paid engines
     assert (reg.get("key").op, reg.get("lanczos").op) == ("remove_background", "upscale")

@@ -13,4 +13,5 @@ def default_engines() -> dict[str, str]:
     return {
         "key": "iat.engines.key:KeyEngine",
         "lanczos": "iat.engines.lanczos:LanczosEngine",
+        "rembg": "iat.engines.rembg_local:RembgEngine",
     }
