@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -53,6 +53,14 @@ class ModelEntry(BaseModel):
     license: str = Field("", max_length=200)
     source: str = Field("", max_length=2000, description="Where it came from: a URL, or 'file'")
     installed_at: str = ""
+
+    @field_validator("file")
+    @classmethod
+    def _in_folder(cls, value: str) -> str:
+        # A manifest (the shipped one, or one edited by hand) must not point removal or loading outside its folder.
+        if value in ("", ".", "..") or any(c in value for c in "/\\\0"):
+            raise ValueError("file must be a file name inside the manifest's folder")
+        return value
 
 
 class Manifest(BaseModel):

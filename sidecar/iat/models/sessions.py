@@ -22,8 +22,8 @@ def execution_providers(available: list[str] | None = None) -> list[str]:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
-    wanted = os.environ.get("IAT_ONNX_PROVIDERS")
-    order = [p.strip() for p in wanted.split(",") if p.strip()] if wanted else list(PREFERRED)
+    wanted = [p.strip() for p in os.environ.get("IAT_ONNX_PROVIDERS", "").split(",") if p.strip()]
+    order = wanted or list(PREFERRED)  # a variable naming nothing (empty, " , ") is no choice
     chosen = [p for p in order if p in available and p != "CPUExecutionProvider"]
     return chosen + ["CPUExecutionProvider"]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import sys
 import threading
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from iat.clock import utcnow
-from iat.errors import Conflict, InvalidParams, NotFound
+from iat.errors import Conflict, Forbidden, InvalidParams, NotFound
 from iat.models import manifest as mf
 from iat.models.sessions import SessionCache, execution_providers, inference_session
 
@@ -114,6 +115,21 @@ class ModelStore:
 
     # --- writing ---
 
+    def _read_user(self) -> mf.Manifest:
+        """The user's manifest for a change; a damaged one is refused (Conflict) rather than overwritten."""
+        folder = self.user_dir
+        try:
+            return mf.read(folder)
+        except ValueError as exc:
+            raise Conflict(f"the user models manifest {folder / mf.MANIFEST} is damaged: fix or remove it",
+                           details={"path": str(folder / mf.MANIFEST), "reason": str(exc)[:500]}) from None
+
+    def check_free(self, name: str) -> None:
+        """Conflict when the user's folder has a model `name` (a shipped one of that name may be replaced)."""
+        if any(m.name == name for m in self._read_user().models):
+            raise Conflict(f"a model named {name!r} is installed; remove it first or install with replace",
+                           details={"model": name})
+
     def _locked(self):
         from filelock import FileLock
 
@@ -135,12 +151,13 @@ class ModelStore:
             raise _invalid(f"arch must be one of {', '.join(get_args(mf.Arch))}", "arch")
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise _invalid("sha256 must be 64 hex digits", "sha256")
-        if not src.is_file():
-            raise _invalid(f"no file at {src}", "path")
+        _check_source(src)
         if kind == "segmentation" and arch is None:
             raise _invalid("a segmentation model needs its arch (u2net, isnet or birefnet)", "arch")
         if kind != "segmentation" and arch is not None:
             raise _invalid("arch applies to segmentation models only", "arch")
+        if not replace:  # before the copy and the load, which may take long; checked again under the lock
+            self.check_free(name)
         tmp = self.user_dir / f".{name}.{os.getpid()}.{threading.get_ident()}.part"
         self.user_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -157,10 +174,9 @@ class ModelStore:
                                   size=tmp.stat().st_size, io=io, license=license, source=source,
                                   installed_at=utcnow().isoformat())
             with self._lock, self._locked():
-                manifest = mf.read(self.user_dir)
-                if any(m.name == name for m in manifest.models) and not replace:
-                    raise Conflict(f"a model named {name!r} is installed; remove it first or install with replace",
-                                   details={"model": name})
+                manifest = self._read_user()
+                if not replace:
+                    self.check_free(name)
                 os.replace(tmp, self.user_dir / entry.file)
                 manifest.models = [m for m in manifest.models if m.name != name] + [entry]
                 mf.write(self.user_dir, manifest)
@@ -172,7 +188,7 @@ class ModelStore:
     def remove(self, name: str) -> InstalledModel:
         """Removes a user-installed model (a shipped one cannot be removed: it comes back with every install)."""
         with self._lock, self._locked():
-            manifest = mf.read(self.user_dir)
+            manifest = self._read_user()
             entry = next((m for m in manifest.models if m.name == name), None)
             if entry is None:
                 if any(m.name == name for m in self._folder(self.bundled_dir, "bundled")):
@@ -187,9 +203,34 @@ class ModelStore:
         return InstalledModel(entry, path, "user")
 
 
+def _check_source(src: Path) -> None:
+    """A file to install must be a regular file this process can read; what is wrong is a typed error, as for
+    assets.import: a path naming nothing is NotFound, one the OS refuses is Forbidden, anything else is
+    InvalidParams."""
+    try:
+        info = src.stat()
+    except FileNotFoundError:
+        raise NotFound(f"no file at {src}", details={"path": str(src)}) from None
+    except PermissionError:
+        raise Forbidden(f"{src}: permission denied", details={"path": str(src)}) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise _invalid(f"{src}: cannot be read ({type(exc).__name__})", "path") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _invalid(f"{src} is not a regular file", "path")
+
+
+def _open_source(src: Path):
+    try:
+        return open(src, "rb")
+    except PermissionError:
+        raise Forbidden(f"{src}: permission denied", details={"path": str(src)}) from None
+    except OSError as exc:
+        raise _invalid(f"{src}: cannot be read ({exc.strerror or type(exc).__name__})", "path") from None
+
+
 def _copy_hashing(src: Path, dst: Path) -> str:
     h = hashlib.sha256()
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
+    with _open_source(src) as fin, open(dst, "wb") as fout:
         while chunk := fin.read(CHUNK):
             h.update(chunk)
             fout.write(chunk)
