@@ -38,7 +38,8 @@ def test_mutating_commands_are_the_ones_that_change_state():
                         "runs.plan", "runs.start", "runs.replay", "runs.cancel", "candidates.select",
                         "images.remove_background", "images.upscale", "images.color_correct", "quality.check",
                         "secrets.set", "secrets.delete", "secrets.rotate_key", "providers.configure",
-                            "providers.enable", "providers.disable", "providers.check"}
+                            "providers.enable", "providers.disable", "providers.check",
+                        "models.install", "models.download", "models.remove"}
 
 
 def test_a_duplicate_command_name_fails_at_import():

@@ -15,6 +15,11 @@
   a config the named provider accepts (else its defaults, {}). Negative cases go out as generated.
 - Generated import paths name nothing on this machine, so positive assets.import cases import the pictures
   scripts/contract seeded in the sidecar's home folder (IAT_CONTRACT_IMAGES): the success path is fuzzed too.
+- models.download must never reach outside this machine: every case whose URL the sidecar would accept (positive
+  or not) gets the URL of a loopback server this module runs, which serves one small super-resolution model
+  (built with tests/onnx_models in the scratch folder). Positive models.download and models.install cases name that
+  model, with its sha256 and kind (a schema-valid sha256 or path naming nothing else is rightly refused), and a
+  max_bytes it fits in: the success path is fuzzed too. Negative cases keep their invalid fields and are refused.
 """
 
 from __future__ import annotations
@@ -22,11 +27,15 @@ from __future__ import annotations
 import atexit
 import collections
 import csv
+import functools
+import http.server
 import io
 import json
 import os
 import posixpath
+import sys
 import threading
+from pathlib import Path
 
 import schemathesis
 
@@ -51,6 +60,9 @@ def before_call(ctx, case, **kwargs):
         _follow_shot_list_rules(body)
     if positive and case.operation.method.upper() == "PUT" and case.operation.path == _CONFIGURE:
         _follow_provider_config(case)
+    if case.operation.method.upper() == "POST" and case.operation.path in (_MODELS, _DOWNLOAD) \
+            and isinstance(body, dict):
+        _models_on_loopback(case.operation.path, body, positive)
     if positive and case.operation.method.upper() == "POST" and case.operation.path == _IMPORT and _IMAGES:
         paths = body.get("paths")
         if isinstance(paths, list) and paths:
@@ -61,6 +73,61 @@ def before_call(ctx, case, **kwargs):
 _SHOT_LISTS = ("/api/projects/{slug}/runs", "/api/projects/{slug}/runs/plan")
 _IMPORT = "/api/projects/{slug}/assets/import"
 _CONFIGURE = "/api/projects/{slug}/providers/{provider_code}"
+_MODELS, _DOWNLOAD = "/api/models", "/api/models/download"
+
+
+@functools.cache
+def _model() -> tuple[str, str, int, str]:
+    """A small super-resolution model in the scratch folder and a loopback server handing it out: its path,
+    sha256, size and URL."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.onnx_models import save
+    from tests.onnx_models.superres import conv_depth_to_space
+
+    path = Path(_ROOTS) / "contract-model.onnx"
+    sha = save(conv_depth_to_space(2), path)
+    data = path.read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the http.server interface
+            found = self.path == "/model.onnx"
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Length", str(len(data) if found else 0))
+            self.end_headers()
+            if found:
+                self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="contract-models", daemon=True).start()
+    return str(path), sha, len(data), f"http://127.0.0.1:{server.server_address[1]}/model.onnx"
+
+
+def _models_on_loopback(path: str, body: dict, positive: bool) -> None:
+    from iat.models.download import check_url
+
+    url = body.get("url")
+    if path == _DOWNLOAD and isinstance(url, str):
+        try:
+            check_url(url)
+        except ValueError:
+            pass  # refused by validation: never fetched
+        else:
+            body["url"] = _model()[3]
+    if not positive:
+        return
+    model_path, sha, size, url = _model()
+    body.update({"sha256": sha, "kind": "super_resolution"})
+    body.pop("arch", None)
+    if path == _DOWNLOAD:
+        body["url"] = url
+        if isinstance(body.get("max_bytes"), (int, float)) and body["max_bytes"] < size:  # 2.0 is an integer too
+            body.pop("max_bytes")
+    else:
+        body["path"] = model_path
 
 
 def _follow_provider_config(case) -> None:

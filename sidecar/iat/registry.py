@@ -42,6 +42,7 @@ COMMAND_MODULES = (
     "iat.commands.secrets",
     "iat.commands.providers",
     "iat.commands.costs",
+    "iat.commands.models",
 )
 
 
