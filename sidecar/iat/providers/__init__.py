@@ -12,4 +12,6 @@ def default_providers() -> dict[str, str]:
     return {"preview": "iat.providers.preview:PreviewProvider",
             "openai": "iat.providers.openai_images:OpenAIImagesProvider",
             "comfyui": "iat.providers.comfyui:ComfyUIProvider",
-            "a1111": "iat.providers.a1111:A1111Provider"}
+            "a1111": "iat.providers.a1111:A1111Provider",
+            "removebg": "iat.providers.removebg:RemoveBgProvider",
+            "photoroom": "iat.providers.photoroom:PhotoRoomProvider"}

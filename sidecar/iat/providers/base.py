@@ -218,6 +218,8 @@ class BaseProvider:
     config_model: ClassVar[type[ProviderConfig]] = ProviderConfig
     required_secrets: ClassVar[tuple[str, ...]] = ()  # names a call cannot go without (e.g. "api_key")
     optional_secrets: ClassVar[tuple[str, ...]] = ()  # names used when present (e.g. a local server's password)
+    # What the provider does: "generate" (a run's provider) or e.g. "remove_background" (a paid engine's API).
+    operations: ClassVar[tuple[str, ...]] = ("generate",)
 
     def default_account(self) -> Account:
         return Account(self.code, self.config_model())
