@@ -49,6 +49,8 @@ class CallsParams(PageParams):
 
 class ProviderOut(Result):
     provider_code: str
+    operations: list[str] = Field(description="What it does: generate (a run's provider) or remove_background "
+                                              "(the paid API behind the engine of that name)")
     configured: bool = Field(description="Whether the project has its own configuration (else the defaults)")
     is_enabled: bool
     config: dict = Field(description="The configuration with its defaults filled in")
@@ -101,10 +103,15 @@ def _actor(ctx) -> str:
     return ctx.app.current_user()["id"]
 
 
+def _out(ctx, code: str, row: dict | None, names: list[str]) -> ProviderOut:
+    operations = list(getattr(accounts.provider_of(ctx.app, code), "operations", ("generate",)))
+    return ProviderOut.model_validate({**accounts.describe(ctx.app, code, row, names), "operations": operations})
+
+
 def _one(ctx, handle, code: str) -> ProviderOut:
     row, names = handle.store.read(lambda pid: (accounts.get_row(pid, code),
                                                 accounts.secret_names(pid).get(code, [])), handle.id)
-    return ProviderOut.model_validate(accounts.describe(ctx.app, code, row, names))
+    return _out(ctx, code, row, names)
 
 
 @command("providers.list", params=ProjectRef, result=ProviderList, route=("GET", "/api/projects/{slug}/providers"))
@@ -112,8 +119,7 @@ def list_providers(ctx, p: ProjectRef) -> ProviderList:
     """Every provider this sidecar has, with the project's configuration (or the defaults) and readiness."""
     handle = ctx.app.projects.open(p.slug)
     rows, names = handle.store.read(lambda pid: (accounts.list_rows(pid), accounts.secret_names(pid)), handle.id)
-    return ProviderList(items=[ProviderOut.model_validate(accounts.describe(ctx.app, code, rows.get(code),
-                                                                            names.get(code, [])))
+    return ProviderList(items=[_out(ctx, code, rows.get(code), names.get(code, []))
                                for code in ctx.app.providers.codes()])
 
 

@@ -52,7 +52,8 @@ class RunParams(ProjectRef):
     stages: StageList | None = Field(None, description="Stages in pipeline order, style_lock first, each once; "
                                                        "default style_lock, light_time, weather_effects")
     provider: str = Field("preview", min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$",
-                          json_schema_extra={PARTS_KEY: "provider"}, description="Generation provider code")
+                          json_schema_extra={PARTS_KEY: "provider:generate"},
+                          description="Generation provider code (a provider that generates images)")
     style_guide_id: uuid.UUID | None = Field(None, description="Default: the project's default style guide, or "
                                                                 "the embedded default rules")
     template_name: str = Field("default", min_length=1, max_length=200,

@@ -13,5 +13,7 @@ def default_engines() -> dict[str, str]:
     return {
         "key": "iat.engines.key:KeyEngine",
         "lanczos": "iat.engines.lanczos:LanczosEngine",
+        "removebg": "iat.engines.remote:RemoveBgEngine",
+        "photoroom": "iat.engines.remote:PhotoRoomEngine",
         "rembg": "iat.engines.rembg_local:RembgEngine",
     }

@@ -36,6 +36,10 @@ def create(app: App, p: Any, mode: str, actor_id: str) -> tuple[dict, dict, dict
     if p.provider not in app.providers:
         raise _invalid(f"unknown provider {p.provider!r}; known: {', '.join(app.providers.codes())}", "provider")
     provider = app.providers.get(p.provider)
+    if "generate" not in getattr(provider, "operations", ("generate",)):  # e.g. removebg: an engine's paid API
+        raise _invalid(f"provider {p.provider!r} does not generate images (it offers "
+                       f"{', '.join(provider.operations)}); a run needs one of: "
+                       f"{', '.join(c for c in app.providers.codes() if _generates(app, c))}", "provider")
     handle = app.projects.open(p.slug)
     account = accounts.account(app, handle, p.provider, reveal=False)
     if mode == "run":
@@ -102,6 +106,10 @@ def _check_budget(app: App, handle, estimate: dict, confirmed: bool) -> bool:
             f"{budget['left_usd']:.4f} USD of its budget left; start it with confirm_budget to go over the budget",
             details={"estimate_usd": estimate["cost_usd"], **budget})
     return True
+
+
+def _generates(app: App, code: str) -> bool:
+    return "generate" in getattr(app.providers.get(code), "operations", ("generate",))
 
 
 def _estimate(provider, account, snapshot: dict) -> dict:

@@ -187,17 +187,24 @@ def _built_in_parts(kind: str) -> dict[str, str]:
 
 
 def _part_codes(spec: str, parts) -> list[str]:
-    """The codes a PARTS_KEY field takes: "provider", "engine" or "engine:<op>" (engines doing that op)."""
+    """The codes a PARTS_KEY field takes: "provider", "engine", "engine:<op>" or "provider:<op>" (the parts
+    doing that op)."""
     kind, _, op = spec.partition(":")
     if parts is not None:
         registry = parts.engines if kind == "engine" else parts.providers
-        return [code for code in registry.codes() if not op or getattr(registry.get(code), "op", None) == op]
+        return [code for code in registry.codes() if not op or _does(registry.get(code), op)]
     codes = []
     for code, path in sorted(_built_in_parts(kind).items()):
         module, _, attr = path.partition(":")
-        if not op or getattr(getattr(importlib.import_module(module), attr), "op", None) == op:
+        if not op or _does(getattr(importlib.import_module(module), attr), op):
             codes.append(code)
     return codes
+
+
+def _does(part, op: str) -> bool:
+    """An engine does its one `op`; a provider its `operations` (generate, remove_background)."""
+    operations = getattr(part, "operations", None)
+    return op in operations if operations is not None else getattr(part, "op", None) == op
 
 
 def _fill_parts(node, parts, found: dict[str, list[str]]) -> None:
