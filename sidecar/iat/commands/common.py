@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
@@ -56,6 +56,10 @@ ProjectRoot = Annotated[AbsolutePath,
 # whoever uses one checks it against the App's engine registry.
 BackgroundEngine = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$"),
                              Field(json_schema_extra={PARTS_KEY: "engine:remove_background"})]
+# An upscale engine's code, or "auto": onnx_sr when a super-resolution model suits the factor, else lanczos.
+UpscaleEngine = Literal["auto"] | Annotated[str, StringConstraints(min_length=1, max_length=64,
+                                                                   pattern=r"^[a-z0-9_]+$"),
+                                            Field(json_schema_extra={PARTS_KEY: "engine:upscale"})]
 
 
 class NoParams(Params):

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from iat.commands.assets import AssetOut, AssetRef, LinkOut
-from iat.commands.common import BackgroundEngine
+from iat.commands.common import BackgroundEngine, UpscaleEngine
 from iat.errors import EngineError
 from iat.lazy import lazy_import
 from iat.registry import Result, command
@@ -44,6 +44,7 @@ class BackgroundRemovedOut(ImageOut):
 class UpscaledOut(ImageOut):
     engine: str
     factor: Literal[2, 3, 4]
+    model: str | None = Field(None, description="onnx_sr: the super-resolution model used")
 
 
 class ColorCorrectedOut(ImageOut):
@@ -70,6 +71,10 @@ class RemoveBackgroundParams(AssetRef):
 
 class UpscaleParams(AssetRef):
     factor: Literal[2, 3, 4] = Field(description="Width and height are multiplied by it")
+    engine: UpscaleEngine = Field("auto", description=(
+        "auto (default): onnx_sr when an installed super-resolution model has the factor's scale (else the "
+        "smallest scale above it), else lanczos; or an upscale engine's code. onnx_sr with no suitable model is "
+        "engine_error"))
 
 
 class ColorCorrectParams(AssetRef):
@@ -102,8 +107,10 @@ def remove_background(ctx, p: RemoveBackgroundParams) -> BackgroundRemovedOut:
 @command("images.upscale", params=UpscaleParams, result=UpscaledOut,
          route=("POST", "/api/projects/{slug}/assets/{asset_id}/upscale"), mutating=True, errors=(EngineError,))
 def upscale(ctx, p: UpscaleParams) -> UpscaledOut:
-    """Upscales an image asset by 2, 3 or 4: a new upscaled asset derived from it (alpha kept, no halos)."""
-    out = service.upscale(ctx.app, p.slug, str(p.asset_id), p.factor, ctx.app.current_user()["id"])
+    """Upscales an image asset by 2, 3 or 4: a new upscaled asset derived from it (alpha kept, no halos), with a
+    super-resolution model (tiled, in bounded memory) when one is installed, else Lanczos; the engine, and the
+    model with its sha256, are in the asset's metadata."""
+    out = service.upscale(ctx.app, p.slug, str(p.asset_id), p.factor, ctx.app.current_user()["id"], p.engine)
     _publish(ctx, p.slug, out, "upscaled")
     return UpscaledOut.model_validate(out)
 

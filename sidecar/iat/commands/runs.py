@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
-from iat.commands.common import (BackgroundEngine, Page, PageParams, ProjectRef, exactly_one_of,
+from iat.commands.common import (BackgroundEngine, Page, PageParams, ProjectRef, UpscaleEngine, exactly_one_of,
                                  require_exactly_one)
 from iat.errors import ConfirmationRequired, Conflict, InvalidParams
 from iat.knowledge.rules import STAGES, json_integer
@@ -65,6 +65,10 @@ class RunParams(ProjectRef):
                                                              "shots; default: the project's setting or [\"key\"]")
     upscale_factor: Literal[2, 3, 4] | None = Field(None, description="Upscale every candidate's output; "
                                                                       "default: no upscaling")
+    upscale_engine: UpscaleEngine = Field("auto", description=(
+        "With upscale_factor: auto (default) is onnx_sr when an installed super-resolution model suits the "
+        "factor, else lanczos; resolved at start and recorded in the snapshot (with the model's name and sha256, "
+        "so a replay runs the same model or is refused)"))
     color_correct: bool = Field(True, strict=True, description="Colour-correct toward the style guide (white "
                                                                 "balance, palette, chroma clamp)")
     confirm_budget: bool = Field(False, strict=True, description="runs.start: go over the project's budget when "
@@ -205,9 +209,10 @@ def start(ctx, p: RunParams) -> RunOut:
 
 
 @command("runs.replay", params=RunRef, result=RunOut, route=("POST", "/api/projects/{slug}/runs/{run_id}/replay"),
-         mutating=True)
+         mutating=True, errors=(Conflict,))
 def replay(ctx, p: RunRef) -> RunOut:
-    """Runs a run again from its settings snapshot alone (same seeds, prompts, rules, provider and model)."""
+    """Runs a run again from its settings snapshot alone (same seeds, prompts, rules, provider and model, and the
+    same upscale model: conflict when it is no longer installed or its file changed)."""
     row = service.replay(ctx.app, p.slug, str(p.run_id), ctx.app.current_user()["id"])
     ctx.app.runner.submit(p.slug, row["id"])
     ctx.app.events.publish("run.queued", {"project_id": row["project_id"], "slug": p.slug, "run_id": row["id"],

@@ -13,6 +13,7 @@ def default_engines() -> dict[str, str]:
     return {
         "key": "iat.engines.key:KeyEngine",
         "lanczos": "iat.engines.lanczos:LanczosEngine",
+        "onnx_sr": "iat.engines.onnx_upscale:OnnxUpscaleEngine",
         "removebg": "iat.engines.remote:RemoveBgEngine",
         "photoroom": "iat.engines.remote:PhotoRoomEngine",
         "rembg": "iat.engines.rembg_local:RembgEngine",

@@ -50,7 +50,7 @@ from iat.pipeline.service import DEFAULT_ENGINES
 from iat.projects.repo import get_project
 
 UPSCALE_OP = "upscale"
-UPSCALER = "lanczos"  # the model-free upscaler; the ONNX one will be chosen here (or by a project setting)
+UPSCALER = "auto"  # onnx_sr when a suitable super-resolution model is installed, else lanczos
 SIZE_CHECKS = ("none", "aspect", "size")
 
 
@@ -147,25 +147,25 @@ def remove_background(app, slug: str, asset_id: str, engines: list[str] | None, 
 
 
 def upscale(app, slug: str, asset_id: str, factor: int, actor_id: str, engine_code: str = UPSCALER) -> dict:
-    """An `upscaled` asset, `factor` times the input's width and height."""
+    """An `upscaled` asset, `factor` times the input's width and height. `engine_code` "auto": onnx_sr when a
+    super-resolution model suits the factor, else lanczos (iat.engines.upscale_select)."""
+    from iat.engines.upscale_select import select
+
     with app.projects.lease(slug) as handle:
         source, path = _source(handle, asset_id)
-        engine = app.engines.get(engine_code)
-        if getattr(engine, "op", None) != UPSCALE_OP:
-            raise _invalid(f"engine {engine_code!r} does not upscale (op {getattr(engine, 'op', None)!r})",
-                           "engine", engine=engine_code)
         ctx = EngineContext(app, handle)
-        status = engine.available(ctx)
-        if not status.ready:
-            raise EngineError(f"upscaler {engine_code!r} is unavailable: {status.reason}",
-                              details={"engine": engine_code, "reason": status.reason})
+        chosen = select(app, engine_code, factor, ctx)
+        engine_code = chosen.engine
         with tempfile.TemporaryDirectory(prefix="iat-image-") as tmp:
-            result = engine.process(path, Path(tmp) / "upscaled.png", {"factor": factor}, ctx=ctx)
+            result = app.engines.get(engine_code).process(path, Path(tmp) / "upscaled.png", chosen.options(factor),
+                                                          ctx=ctx)
             data = result.path.read_bytes()
         asset, link = _register(handle, source, "upscaled", data, "upscaled",
                                 {"engine": engine_code, "factor": factor, **result.meta},
-                                {"engine": engine_code, "factor": factor}, actor_id)
-    return {"project_id": handle.id, "asset": asset, "link": link, "engine": engine_code, "factor": factor}
+                                {"engine": engine_code, "factor": factor, "model": result.meta.get("model")},
+                                actor_id)
+    return {"project_id": handle.id, "asset": asset, "link": link, "engine": engine_code, "factor": factor,
+            "model": result.meta.get("model")}
 
 
 # Colour-corrected images are kind `other`: none of SPEC 5.3's kinds fits an edit of an existing image outside a

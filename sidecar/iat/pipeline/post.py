@@ -58,10 +58,14 @@ def post_process(snapshot: dict, shot: dict, png: bytes, engines, workdir: Path,
         if progress:
             progress("upscale")
         out = workdir / "upscaled.png"
-        result = engines.get("lanczos").process(current, out, {"factor": post["upscale_factor"]}, cancel=cancel,
-                                                ctx=ctx)
+        # The engine resolved at runs.start (snapshots from before the choice: lanczos); a model is pinned by sha256.
+        code = post.get("upscale_engine") or "lanczos"
+        options = {"factor": post["upscale_factor"]}
+        if post.get("upscale_model"):
+            options.update(model=post["upscale_model"], sha256=post["upscale_model_sha256"])
+        result = engines.get(code).process(current, out, options, cancel=cancel, ctx=ctx)
         steps.append(Step("upscaled", "upscale", out.read_bytes(),
-                          {"engine": "lanczos", "factor": post["upscale_factor"], **result.meta}))
+                          {"engine": code, "factor": post["upscale_factor"], **result.meta}))
         current = out
     if steps:
         steps[-1].kind = "final"  # the candidate's output: what QA judges and ranking chooses among

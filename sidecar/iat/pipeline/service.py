@@ -66,7 +66,8 @@ def create(app: App, p: Any, mode: str, actor_id: str) -> tuple[dict, dict, dict
         shots=shots, knowledge=knowledge, provider_code=p.provider,
         model=account.config.model or getattr(provider, "model", p.provider),
         stages=stages, candidates=p.candidates, seed=p.seed if p.seed is not None else secrets.randbelow(2**31 - 1),
-        post={"background_engines": engines, "upscale_factor": p.upscale_factor, "color_correct": p.color_correct})
+        post={"background_engines": engines, "upscale_factor": p.upscale_factor, "color_correct": p.color_correct,
+              **_upscaler(app, p)})
     estimate = _estimate(provider, account, snapshot)
     snapshot["estimate"] = estimate
     # The configuration the run was planned with (never a secret), so the run log says what was asked of whom.
@@ -78,6 +79,39 @@ def create(app: App, p: Any, mode: str, actor_id: str) -> tuple[dict, dict, dict
            "settings_snapshot_json": snapshot, **_uniform(shots)}
     row = handle.store.write(repo.create_run, handle.id, run, None, actor_id, utcnow())
     return row, row["settings_snapshot_json"], estimate
+
+
+def _upscaler(app: App, p: Any) -> dict:
+    """The upscale engine (and model) of the run's post-processing, resolved now so the snapshot records it."""
+    if p.upscale_factor is None:
+        return {}
+    from iat.engines.upscale_select import select
+    from iat.errors import EngineError
+
+    try:
+        return select(app, getattr(p, "upscale_engine", "auto"), p.upscale_factor).record()
+    except (EngineError, InvalidParams) as exc:
+        raise _invalid(f"upscale_engine: {exc.message}", "upscale_engine") from None
+
+
+def _check_upscale_model(app: App, snapshot: dict, run_id: str) -> None:
+    """A replay runs the model its run recorded: refused when that model is gone or its file changed."""
+    post = snapshot.get("post") or {}
+    name = post.get("upscale_model")
+    if not post.get("upscale_factor") or not name:
+        return
+    from iat.errors import NotFound
+
+    details = {"run_id": run_id, "model": name, "sha256": post.get("upscale_model_sha256")}
+    try:
+        model = app.models.get(name)
+    except NotFound:
+        raise Conflict(f"run {run_id} upscaled with model {name!r}, which is no longer installed",
+                       details={**details, "reason": "model_missing"}) from None
+    if model.entry.sha256 != post.get("upscale_model_sha256"):
+        raise Conflict(f"run {run_id} upscaled with model {name!r} of sha256 {post.get('upscale_model_sha256')}; "
+                       f"the installed file is {model.entry.sha256}",
+                       details={**details, "installed_sha256": model.entry.sha256, "reason": "model_changed"})
 
 
 def _project_settings(project_id: str) -> dict:
@@ -160,6 +194,7 @@ def replay(app: App, slug: str, run_id: str, actor_id: str) -> dict:
     if snapshot["provider"] not in app.providers:
         raise Conflict(f"run {run_id} used provider {snapshot['provider']!r}, which is not available",
                        details={"run_id": run_id, "provider": snapshot["provider"]})
+    _check_upscale_model(app, snapshot, run_id)
     # The replay's budget is checked call by call: a confirmation given for the run it replays is not carried over.
     snapshot = {**snapshot, "budget_confirmed": False}
     run = {"run_mode": "run", "provider_code": source["provider_code"], "model_name": source["model_name"],
