@@ -73,9 +73,11 @@ def test_a_run_needs_a_body_and_lists_what_it_can_name(doc):
     op = doc["paths"]["/api/projects/{slug}/runs"]["post"]
     assert op["requestBody"]["required"] is True  # {} names no shot list
     body = doc["components"]["schemas"]["RunParamsBody"]["properties"]
-    assert body["provider"]["enum"] == sorted(default_providers())
+    # Generating providers only: removebg and photoroom are the paid APIs of background-removal engines.
+    assert body["provider"]["enum"] == sorted(set(default_providers()) - {"removebg", "photoroom"})
     engines = next(s for s in body["background_engines"]["anyOf"] if s.get("type") == "array")
-    assert engines["items"]["enum"] == ["key"]  # lanczos upscales: not a background-removal engine
+    assert {"key", "removebg", "photoroom"} <= set(engines["items"]["enum"])
+    assert "lanczos" not in engines["items"]["enum"]  # lanczos upscales: not a background-removal engine
     stages = next(s for s in body["stages"]["anyOf"] if s.get("type") == "array")
     assert ["style_lock", "light_time", "weather_effects"] in stages["enum"]
     assert ["light_time"] not in stages["enum"] and ["style_lock", "advanced", "light_time"] not in stages["enum"]
@@ -116,7 +118,8 @@ def test_style_guide_qa_thresholds_agree(doc, qa, ok):
 def test_engine_codes_in_the_document_are_those_of_the_app_given(doc, home):
     path = "/api/projects/{slug}/assets/{asset_id}/remove-background"
     engines = doc["components"]["schemas"]["RemoveBackgroundParamsBody"]["properties"]["engines"]
-    assert next(s for s in engines["anyOf"] if s.get("type") == "array")["items"]["enum"] == ["key"]
+    listed = next(s for s in engines["anyOf"] if s.get("type") == "array")["items"]["enum"]
+    assert {"key", "removebg", "photoroom"} <= set(listed) and "lanczos" not in listed
     assert _allows(doc, _body(doc, "post", path), {"engines": ["key"]})
     assert not _allows(doc, _body(doc, "post", path), {"engines": ["nope"]})
     assert not _allows(doc, _body(doc, "post", path), {"engines": ["lanczos"]})
@@ -129,8 +132,8 @@ def test_engine_codes_in_the_document_are_those_of_the_app_given(doc, home):
         app.engines.register("another_key", KeyEngine())
         mine = openapi_document(app.registry, parts=app)
         engines = mine["components"]["schemas"]["RemoveBackgroundParamsBody"]["properties"]["engines"]
-        assert next(s for s in engines["anyOf"] if s.get("type") == "array")["items"]["enum"] == ["another_key",
-                                                                                                   "key"]
+        assert next(s for s in engines["anyOf"] if s.get("type") == "array")["items"]["enum"] == sorted(
+            ["another_key", *listed])
     finally:
         app.close()
 
