@@ -35,7 +35,7 @@ SESSIONS: dict[str, tuple[str, str]] = {
 
 BARE = "__iat_bare_package__"   # set on the placeholder package modules this module registers
 
-_lock = threading.Lock()
+_lock = threading.RLock()   # session_class holds it around submodule
 _classes: dict[str, type] = {}
 
 
@@ -80,19 +80,19 @@ def session_class(arch: str) -> type:
     """rembg's session class for `arch`, with `download_models` returning the `model_path` it is given."""
     if arch not in SESSIONS:
         raise ValueError(f"no rembg session for arch {arch!r}")
-    cls = _classes.get(arch)
-    if cls is None:
-        module, name = SESSIONS[arch]
-        base = getattr(submodule(f"sessions.{module}"), name)
+    with _lock:
+        return _classes.get(arch) or _classes.setdefault(arch, _local_class(arch))
 
-        def download_models(cls, *args: Any, **kwargs: Any) -> str:
-            return str(kwargs["model_path"])   # our verified file: never rembg's home, never the network
 
-        cls = type(f"Local{name}", (base,), {"download_models": classmethod(download_models),
-                                             "__module__": __name__,
-                                             "__doc__": f"rembg's {name} on a file from the models folder."})
-        _classes[arch] = cls
-    return cls
+def _local_class(arch: str) -> type:
+    module, name = SESSIONS[arch]
+    base = getattr(submodule(f"sessions.{module}"), name)
+
+    def download_models(cls, *args: Any, **kwargs: Any) -> str:
+        return str(kwargs["model_path"])   # our verified file: never rembg's home, never the network
+
+    return type(f"Local{name}", (base,), {"download_models": classmethod(download_models), "__module__": __name__,
+                                          "__doc__": f"rembg's {name} on a file from the models folder."})
 
 
 def new_session(arch: str, path: Path | str, *, providers: list[str] | None = None):
