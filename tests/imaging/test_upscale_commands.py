@@ -43,7 +43,7 @@ def test_images_upscale_picks_onnx_sr_when_a_model_suits_else_lanczos(app, clien
     assert (out["engine"], out["model"]) == ("lanczos", None)
     before = n_assets(client)
     err = client.error("images.upscale", slug="alpha", asset_id=source["id"], factor=2, engine="onnx_sr")
-    assert err.name == "engine_error" and err.details["reason"] == "no_model"
+    assert err.name == "conflict" and err.details["reason"] == "no_model"
     for engine in ("key", "nope"):
         assert client.error("images.upscale", slug="alpha", asset_id=source["id"], factor=2,
                             engine=engine).name == "invalid_params"
@@ -62,7 +62,7 @@ def test_images_upscale_picks_onnx_sr_when_a_model_suits_else_lanczos(app, clien
     # factor 3 has no model of scale >= 3: auto falls back, an explicit onnx_sr is refused
     assert client.call("images.upscale", slug="alpha", asset_id=source["id"], factor=3)["engine"] == "lanczos"
     assert client.error("images.upscale", slug="alpha", asset_id=source["id"], factor=3,
-                        engine="onnx_sr").name == "engine_error"
+                        engine="onnx_sr").name == "conflict"
 
 
 def _finished(app, client: Client, **params) -> dict:
@@ -109,7 +109,9 @@ def test_a_run_without_a_suitable_model_falls_back_or_is_refused(app, client: Cl
     before = client.call("runs.list", slug="alpha")["items"]
     for method in ("runs.plan", "runs.start"):
         err = client.error(method, slug="alpha", shots=[SHOT], upscale_factor=2, upscale_engine="onnx_sr")
-        assert err.name == "invalid_params" and "upscale_engine" in err.message
+        assert err.name == "conflict" and "upscale_engine" in err.message and err.details["reason"] == "no_model"
+    assert client.error("runs.plan", slug="alpha", shots=[SHOT], upscale_factor=2,
+                        upscale_engine="key").name == "invalid_params"   # not an upscaler
     assert client.call("runs.list", slug="alpha")["items"] == before
     add_model(app, tmp_path, 2)
     planned = client.call("runs.plan", slug="alpha", shots=[SHOT], upscale_factor=4)   # 2x cannot make 4x

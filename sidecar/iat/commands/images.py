@@ -14,7 +14,7 @@ from pydantic import Field, field_validator
 
 from iat.commands.assets import AssetOut, AssetRef, LinkOut
 from iat.commands.common import BackgroundEngine, UpscaleEngine
-from iat.errors import EngineError
+from iat.errors import Conflict, EngineError
 from iat.lazy import lazy_import
 from iat.registry import Result, command
 
@@ -74,7 +74,7 @@ class UpscaleParams(AssetRef):
     engine: UpscaleEngine = Field("auto", description=(
         "auto (default): onnx_sr when an installed super-resolution model has the factor's scale (else the "
         "smallest scale above it), else lanczos; or an upscale engine's code. onnx_sr with no suitable model is "
-        "engine_error"))
+        "conflict"))
 
 
 class ColorCorrectParams(AssetRef):
@@ -105,7 +105,8 @@ def remove_background(ctx, p: RemoveBackgroundParams) -> BackgroundRemovedOut:
 
 
 @command("images.upscale", params=UpscaleParams, result=UpscaledOut,
-         route=("POST", "/api/projects/{slug}/assets/{asset_id}/upscale"), mutating=True, errors=(EngineError,))
+         route=("POST", "/api/projects/{slug}/assets/{asset_id}/upscale"), mutating=True,
+         errors=(EngineError, Conflict))
 def upscale(ctx, p: UpscaleParams) -> UpscaledOut:
     """Upscales an image asset by 2, 3 or 4: a new upscaled asset derived from it (alpha kept, no halos), with a
     super-resolution model (tiled, in bounded memory) when one is installed, else Lanczos; the engine, and the

@@ -67,8 +67,8 @@ class RunParams(ProjectRef):
                                                                       "default: no upscaling")
     upscale_engine: UpscaleEngine = Field("auto", description=(
         "With upscale_factor: auto (default) is onnx_sr when an installed super-resolution model suits the "
-        "factor, else lanczos; resolved at start and recorded in the snapshot (with the model's name and sha256, "
-        "so a replay runs the same model or is refused)"))
+        "factor, else lanczos (onnx_sr with no suitable model is conflict); resolved at start and recorded in the "
+        "snapshot (with the model's name and sha256, so a replay runs the same model or is refused)"))
     color_correct: bool = Field(True, strict=True, description="Colour-correct toward the style guide (white "
                                                                 "balance, palette, chroma clamp)")
     confirm_budget: bool = Field(False, strict=True, description="runs.start: go over the project's budget when "
@@ -189,7 +189,7 @@ def _run_out(row: dict, counts: dict[str, int]) -> RunOut:
 
 
 @command("runs.plan", params=RunParams, result=PlanOut, route=("POST", "/api/projects/{slug}/runs/plan"),
-         mutating=True, errors=(InvalidParams,))
+         mutating=True, errors=(InvalidParams, Conflict))
 def plan(ctx, p: RunParams) -> PlanOut:
     """Plans a run without running it (mode dry): renders every prompt, estimates the cost, calls no provider."""
     row, snapshot, estimate = service.create(ctx.app, p, "dry", ctx.app.current_user()["id"])

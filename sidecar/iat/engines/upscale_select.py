@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from iat.engines.base import EngineContext
-from iat.errors import EngineError, InvalidParams
+from iat.errors import Conflict, EngineError, InvalidParams
 
 AUTO = "auto"
 ONNX = "onnx_sr"
@@ -37,8 +37,9 @@ class Upscaler:
 
 
 def select(app, code: str, factor: int, ctx: EngineContext | None = None) -> Upscaler:
-    """The engine (and model) for `code` and `factor`. InvalidParams: not an upscale engine; EngineError: the
-    engine asked for cannot run (onnx_sr with no suitable model, another engine not ready)."""
+    """The engine (and model) for `code` and `factor`. InvalidParams: not an upscale engine; Conflict: onnx_sr
+    asked for with no suitable model installed (a state of this machine, not a bad request); EngineError: another
+    engine that is not ready."""
     from iat.engines.onnx_upscale import choose_model, resolve_model
 
     if code == AUTO:
@@ -48,7 +49,10 @@ def select(app, code: str, factor: int, ctx: EngineContext | None = None) -> Ups
         raise InvalidParams(f"engine {code!r} does not upscale", details={
             "engine": code, "errors": [{"loc": ["engine"], "msg": "not an upscale engine", "type": "value_error"}]})
     if code == ONNX:
-        return Upscaler(ONNX, resolve_model(app.models, factor))
+        try:
+            return Upscaler(ONNX, resolve_model(app.models, factor))
+        except EngineError as exc:
+            raise Conflict(exc.message, details=exc.details) from None
     status = app.engines.get(code).available(ctx or EngineContext(app))
     if not status.ready:
         raise EngineError(f"upscaler {code!r} is unavailable: {status.reason}",

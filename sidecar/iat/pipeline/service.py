@@ -90,8 +90,10 @@ def _upscaler(app: App, p: Any) -> dict:
 
     try:
         return select(app, getattr(p, "upscale_engine", "auto"), p.upscale_factor).record()
-    except (EngineError, InvalidParams) as exc:
+    except InvalidParams as exc:
         raise _invalid(f"upscale_engine: {exc.message}", "upscale_engine") from None
+    except (Conflict, EngineError) as exc:  # the engine asked for cannot run here (onnx_sr with no model)
+        raise Conflict(f"upscale_engine: {exc.message}", details={**exc.details, "loc": "upscale_engine"}) from None
 
 
 def _check_upscale_model(app: App, snapshot: dict, run_id: str) -> None:
