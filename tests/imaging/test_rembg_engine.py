@@ -92,6 +92,23 @@ def test_one_session_per_model_across_images_chains_and_commands(app: App, clien
     assert engine(app).session(ctx, app.models.get("seg-u2net")) is session
 
 
+def test_two_pipeline_runs_share_the_one_session(app: App, client: Client, project: dict, tmp_path: Path):
+    installed(app, tmp_path, "u2net")
+    client.call("characters.create", slug="alpha", code="mira", name="Mira", identity_constraints_json={
+        "appearance": "long light-blue hair", "outfit": "red dress", "palette": ["#c0392b", "#85c1e9"]})
+    shots = [{"job_key": "stall", "scene": "a market stall", "characters": ["mira"], "cutout": True}]
+    before = app.models.sessions.builds
+    for _ in range(2):
+        run = client.call("runs.start", slug="alpha", shots=shots, candidates=2, background_engines=["rembg", "key"])
+        assert app.runner.wait_idle(240), "the run did not finish"
+        assert client.call("runs.get", slug="alpha", run_id=run["id"])["status"] == "done"
+    cutouts = [a for a in client.call("assets.list", slug="alpha", limit=500)["items"] if a["kind"] == "bg_removed"]
+    assert len(cutouts) == 4
+    tried = [a["metadata_json"]["attempts"][0] for a in cutouts]
+    assert all(t["engine"] == "rembg" and t["meta"].get("model") == "seg-u2net" for t in tried), tried
+    assert app.models.sessions.builds - before == 1
+
+
 def test_the_default_model_is_the_best_installed_arch_and_the_option_picks_one(app: App, tmp_path: Path):
     ctx = EngineContext(app)
     src, truth = scene_file(tmp_path, 7101, 500, 380)
