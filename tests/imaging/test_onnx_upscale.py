@@ -201,3 +201,21 @@ def test_a_fixed_size_model_gets_tiles_that_fit_it(app, tmp_path):
     edge = 3 * 2   # the field (3 px) at scale 2
     assert np.abs(out[:-edge, :-edge] - reference[:-edge, :-edge]).max() <= 1
     assert np.abs(out - reference).max() > 1   # where the padding differs: the comparison can see it
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 7), (9, 2), (33, 65), (1030, 40)])   # odd sides, more rows than a chunk
+def test_the_fill_takes_the_colour_of_the_covered_px_around_each_hole(h, w):
+    rng = np.random.default_rng(h * w)
+    rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    alpha = (rng.random((h, w)) > 0.6).astype(np.uint8) * 255
+    alpha[0, 0] = 255
+    filled = fill_transparent(rgb, alpha)
+    assert np.array_equal(filled[alpha > 0], rgb[alpha > 0])
+    # red and blue covered px, a green backdrop in the holes: the holes take mixes of red and blue, never green
+    two = np.zeros((h, w, 3), np.uint8)
+    two[:, : (w + 1) // 2] = (200, 10, 10)
+    two[:, (w + 1) // 2:] = (10, 10, 200)
+    holes = alpha == 0
+    two[holes] = (0, 255, 0)
+    out = fill_transparent(two, alpha)
+    assert out[..., 1].max() <= 10 or not holes.any()

@@ -96,32 +96,48 @@ def resolve_model(models, factor: int, name: str | None = None, sha256: str | No
     return model
 
 
+def _pool(c: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of 2x2 blocks (an odd side padded with nothing)."""
+    h, wd = w.shape
+    ph, pw = h + h % 2, wd + wd % 2
+    c = np.pad(c, ((0, ph - h), (0, pw - wd), (0, 0))).reshape(ph // 2, 2, pw // 2, 2, 3).sum((1, 3))
+    w = np.pad(w, ((0, ph - h), (0, pw - wd))).reshape(ph // 2, 2, pw // 2, 2).sum((1, 3))
+    return c, w
+
+
 def fill_transparent(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """The colour under fully transparent px replaced by the alpha-weighted average of the covered px nearby
-    (push-pull: average 2x2 blocks of the covered px up to one px, then fill each hole from the coarsest level
-    that has coverage around it). Covered px keep their colour."""
+    """The colour under fully transparent px replaced by the average colour of the covered px nearby (push-pull:
+    sum 2x2 blocks of the covered px level by level down to one px, then fill each hole from the finest level that
+    has coverage around it). Covered px keep their colour. Float work starts at half the input's size and the
+    full-size fill goes in row chunks, so a large input needs no full-size float copy."""
     known = alpha > 0
     if known.all() or not known.any():
         return rgb
-    levels = []
-    c = rgb.astype(np.float32) * known[..., None]
-    w = known.astype(np.float32)
-    while True:
-        levels.append((c, w))
-        h, wd = w.shape
-        if h == 1 and wd == 1:
-            break
-        ph, pw = h + h % 2, wd + wd % 2
-        c = np.pad(c, ((0, ph - h), (0, pw - wd), (0, 0))).reshape(ph // 2, 2, pw // 2, 2, 3).sum((1, 3))
-        w = np.pad(w, ((0, ph - h), (0, pw - wd))).reshape(ph // 2, 2, pw // 2, 2).sum((1, 3))
-    c, w = levels[-1]
-    colour = c / np.maximum(w, 1e-6)[..., None]
-    for c, w in reversed(levels[:-1]):
-        h, wd = w.shape
-        up = np.repeat(np.repeat(colour, 2, 0), 2, 1)[:h, :wd]
-        colour = np.where(w[..., None] > 0, c / np.maximum(w, 1e-6)[..., None], up)
+    h, w = known.shape
+    ph, pw = h + h % 2, w + w % 2
+    rgb_p = np.pad(rgb, ((0, ph - h), (0, pw - w), (0, 0)))
+    known_p = np.pad(known, ((0, ph - h), (0, pw - w)))
+    c = np.zeros((ph // 2, pw // 2, 3), np.float32)
+    wt = np.zeros((ph // 2, pw // 2), np.float32)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            k = known_p[dy::2, dx::2]
+            c += rgb_p[dy::2, dx::2] * k[..., None]
+            wt += k
+    del rgb_p, known_p
+    levels = [(c, wt)]
+    while levels[-1][1].size > 1:
+        levels.append(_pool(*levels[-1]))
+    c, wt = levels[-1]
+    colour = c / np.maximum(wt, 1e-6)[..., None]
+    for c, wt in reversed(levels[:-1]):
+        up = np.repeat(np.repeat(colour, 2, 0), 2, 1)[:wt.shape[0], :wt.shape[1]]
+        colour = np.where(wt[..., None] > 0, c / np.maximum(wt, 1e-6)[..., None], up)
     out = rgb.copy()
-    out[~known] = np.clip(np.floor(colour[~known] + 0.5), 0, 255).astype(np.uint8)
+    for r in range(0, h, ZERO_ROWS):   # ZERO_ROWS is even: a chunk starts on a level-1 row
+        holes = ~known[r:r + ZERO_ROWS]
+        up = np.repeat(np.repeat(colour[r // 2:(r + ZERO_ROWS) // 2], 2, 0), 2, 1)[:holes.shape[0], :w]
+        out[r:r + ZERO_ROWS][holes] = np.floor(up[holes] + 0.5).clip(0, 255).astype(np.uint8)
     return out
 
 
