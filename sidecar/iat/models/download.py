@@ -145,7 +145,7 @@ def _fetch(url: str, part: Path, *, max_bytes: int, progress: Progress | None, c
     except httpx2.HTTPError as exc:  # refused, reset or cut-off connections, timeouts, too many redirects
         # (A local OSError, writing the .part file to a full disk, is this machine's fault and stays unexpected.)
         err = transport_error(exc, where)
-        err.details = {**err.details, "url": url}
+        err.details = {"url": url}  # not a provider: the URL says which server
         raise err from None
     return h.hexdigest()
 
