@@ -14,7 +14,8 @@ from iat.settings import Settings
 # import name -> distribution shown to the user
 PRODUCT_MODULES = {
     "pydantic": "pydantic", "peewee": "peewee", "aiohttp": "aiohttp", "platformdirs": "platformdirs",
-    "PIL": "pillow", "numpy": "numpy", "onnxruntime": "onnxruntime", "rembg": "rembg", "pymatting": "pymatting",
+    "PIL": "pillow", "numpy": "numpy", "onnxruntime": "onnxruntime", "rembg.sessions.u2net_custom": "rembg",
+    "scipy.sparse.linalg": "scipy",
     "boto3": "boto3", "cryptography": "cryptography", "keyring": "keyring", "openai": "openai", "vosk": "vosk",
     "sounddevice": "sounddevice", "pyttsx3": "pyttsx3",
 }
@@ -24,11 +25,21 @@ def check_modules() -> dict[str, dict]:
     out = {}
     for module_name, dist in PRODUCT_MODULES.items():
         try:
-            module = importlib.import_module(module_name)
+            module = _import(module_name)
             out[dist] = {"ok": True, "version": str(getattr(module, "__version__", "") or _dist_version(dist))}
         except Exception as exc:  # noqa: BLE001 - report every failure, whatever it is
             out[dist] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     return out
+
+
+def _import(name: str):
+    """rembg's modules load through iat.models.rembg's bare package: rembg's own __init__ (pymatting, numba) is not
+    in the frozen build."""
+    if name.startswith("rembg."):
+        from iat.models.rembg import submodule
+
+        return submodule(name.removeprefix("rembg."))
+    return importlib.import_module(name)
 
 
 def _dist_version(dist: str) -> str:
