@@ -210,8 +210,12 @@ class OnnxUpscaleEngine:
                 raise EngineError(f"model {model.name!r} takes {fixed[1]}x{fixed[0]} inputs only: too small for "
                                   f"{overlap} px of overlap", details={"engine": self.code, "model": model.name})
             tile = min(tile, room)
-        out = tiling.upscale_tiled(rgb, _tile_fn(session, model, scale, fixed), scale, tile=tile, overlap=overlap,
-                                   cancel=cancel)
+        try:
+            out = tiling.upscale_tiled(rgb, _tile_fn(session, model, scale, fixed), scale, tile=tile,
+                                       overlap=overlap, cancel=cancel)
+        except ValueError as exc:  # the model's output is not the input times its recorded scale
+            raise EngineError(f"super-resolution model {model.name!r}: {exc}",
+                              details={"engine": self.code, "model": model.name}) from None
         size = (width * opt.factor, height * opt.factor)
         if scale != opt.factor:
             check_cancel(cancel)
