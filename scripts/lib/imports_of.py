@@ -107,7 +107,8 @@ def _type_checking_blocks(tree: ast.AST) -> set[int]:
 
 
 def external_imports(path: Path) -> list[str]:
-    """Absolute non-stdlib, non-iat modules a source file imports anywhere (and literal import_module names)."""
+    """Absolute non-stdlib, non-iat modules a source file imports anywhere (and the literal names it passes to
+    importlib.import_module or iat.lazy.lazy_import)."""
     tree = ast.parse(path.read_text(), str(path))
     skip = _type_checking_blocks(tree)
     names: set[str] = set()
@@ -118,7 +119,8 @@ def external_imports(path: Path) -> list[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module)
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+        elif (isinstance(node, ast.Call)
+              and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "lazy_import")
               and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
             names.add(node.args[0].value)
     return sorted(n for n in names if n.split(".")[0] not in STDLIB and n.split(".")[0] != "iat")
