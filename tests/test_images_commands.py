@@ -6,6 +6,7 @@ and every refusal writes nothing."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -139,10 +140,88 @@ def test_remove_background_cuts_out_flat_art_into_a_derived_asset(app: App, clie
         (source["id"], asset["id"], "derived_from")
     assert ancestors(client, asset["id"]) == [source["id"]]
     assert client.call("assets.get", slug="alpha", asset_id=asset["id"]) == asset
-    assert audit_codes(client)[:3] == ["image.background_removed", "asset.linked", "asset.created"]
+    assert audit_codes(client)[:5] == ["image.background_removed", "asset.linked", "asset.created", "asset.linked",
+                                       "asset.created"]   # the cut-out, then its mask, in one transaction
     assert arrived.wait(10)  # events are delivered off the caller's thread
+    deadline = time.monotonic() + 10
+    while len(created) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert created == [{"project_id": alpha["id"], "slug": "alpha", "asset_id": asset["id"], "kind": "bg_removed",
-                        "operation": "background_removed", "source_asset_id": source["id"]}]
+                        "operation": "background_removed", "source_asset_id": source["id"]},
+                       {"project_id": alpha["id"], "slug": "alpha", "asset_id": out["mask"]["id"], "kind": "mask",
+                        "operation": "mask", "source_asset_id": source["id"]}]
+
+
+def test_remove_background_stores_the_cutouts_alpha_as_a_mask_for_the_input(client: Client, alpha: dict,
+                                                                             src: Path):
+    source = imported(client, figure(src / "fig.png"))
+    out = client.call("images.remove_background", slug="alpha", asset_id=source["id"])
+    cut, mask = out["asset"], out["mask"]
+    assert mask["kind"] == "mask" and (mask["width"], mask["height"]) == (160, 120) and out["refine"] is None
+    assert mask["metadata_json"]["cutout_asset_id"] == cut["id"] and mask["metadata_json"]["refined"] is False
+    assert mask["metadata_json"]["source_asset_id"] == source["id"] and mask["metadata_json"]["engine"] == "key"
+    grey = Image.open(file_of(alpha, mask))
+    assert grey.mode == "L"
+    assert np.array_equal(np.asarray(grey), np.asarray(Image.open(file_of(alpha, cut)))[..., 3])
+    assert read_text(file_of(alpha, mask).read_bytes())["iat:operation"] == "mask"
+    link = out["mask_link"]
+    assert (link["parent_asset_id"], link["child_asset_id"], link["link_type"]) == \
+        (source["id"], mask["id"], "mask_for")
+    # The lineage: the input's children are the cut-out (derived_from) and the mask (mask_for).
+    down = client.call("assets.lineage", slug="alpha", asset_id=source["id"], direction="descendants")
+    assert {(e["child_asset_id"], e["link_type"]) for e in down["edges"]} == {(cut["id"], "derived_from"),
+                                                                             (mask["id"], "mask_for")}
+    assert ancestors(client, mask["id"]) == [source["id"]]
+    assert client.call("assets.get", slug="alpha", asset_id=mask["id"]) == mask
+
+
+def test_remove_background_with_refine(app: App, client: Client, alpha: dict, src: Path, tmp_path: Path):
+    from tests.onnx_models import install
+    from tests.onnx_models.matting import colour_projection
+
+    # Anti-aliased art (drawn at 4x and box-filtered down): soft edges for the refinement to work on.
+    figure(src / "big.png", size=(640, 480))
+    Image.open(src / "big.png").resize((160, 120), Image.Resampling.BOX).save(src / "fig.png")
+    source = imported(client, src / "fig.png")
+    plain = client.call("images.remove_background", slug="alpha", asset_id=source["id"])
+    assert plain["refine"] is None and "refine" not in plain["asset"]["metadata_json"]
+    out = client.call("images.remove_background", slug="alpha", asset_id=source["id"], refine=True)
+    record = out["refine"]
+    assert record["engine"] == "refine" and record["ok"] and record["check"]["passed"]
+    assert record["meta"]["method"] == "closed_form" and record["meta"]["model"] is None  # no matting model here
+    cut, mask = out["asset"], out["mask"]
+    assert cut["metadata_json"]["refine"] == record and cut["metadata_json"]["mask_check"] == record["check"]
+    assert mask["metadata_json"]["refined"] is True
+    refined_alpha = np.asarray(Image.open(file_of(alpha, cut)))[..., 3]
+    assert np.array_equal(np.asarray(Image.open(file_of(alpha, mask))), refined_alpha)
+    assert not np.array_equal(refined_alpha, np.asarray(Image.open(file_of(alpha, plain["asset"])))[..., 3])
+    # With a matting model installed, the same call runs it (ViTMatte's I/O; this one projects on the figure's
+    # body colour against the backdrop).
+    install(app.models, colour_projection((163 / 255, 190 / 255, 140 / 255), (250 / 255,) * 3), "matte", "matting",
+            tmp_path)
+    out = client.call("images.remove_background", slug="alpha", asset_id=source["id"],
+                      refine={"max_seconds": 60})
+    assert out["refine"]["meta"]["method"] == "vitmatte" and out["refine"]["meta"]["model"] == "matte"
+    assert out["refine"]["meta"]["max_seconds"] == 60 and out["refine"]["ok"]
+    assert out["asset"]["metadata_json"]["refine"]["meta"]["model_sha256"] == \
+        client.call("models.list")["items"][0]["sha256"]
+    # Closed form asked for by name; a refinement past its time bound keeps the unrefined cut-out, recorded.
+    out = client.call("images.remove_background", slug="alpha", asset_id=source["id"],
+                      refine={"method": "closed_form"})
+    assert out["refine"]["meta"]["method"] == "closed_form"
+    out = client.call("images.remove_background", slug="alpha", asset_id=source["id"],
+                      refine={"method": "vitmatte", "max_seconds": 1e-9})
+    assert not out["refine"]["ok"] and "time bound" in out["refine"]["reason"]
+    assert out["mask"]["metadata_json"]["refined"] is False
+    assert np.array_equal(np.asarray(Image.open(file_of(alpha, out["asset"])))[..., 3],
+                          np.asarray(Image.open(file_of(alpha, plain["asset"])))[..., 3])
+    # Refused before any work: a model not installed, the wrong kind of options, unknown keys.
+    before = state(client, alpha)
+    for refine in ({"model": "nope"}, {"method": "closed_form", "model": "matte"}, {"bogus": 1}, "yes",
+                   {"max_seconds": 0}):
+        err = client.error("images.remove_background", slug="alpha", asset_id=source["id"], refine=refine)
+        assert err.name == "invalid_params", refine
+    assert state(client, alpha) == before
 
 
 def test_the_chain_honours_the_engine_order_and_refuses_bad_orders(app: App, client: Client, alpha: dict,
@@ -420,7 +499,9 @@ def test_the_rest_routes_take_the_asset_from_the_path(rest, client: Client, alph
     status, up = rest("POST", f"{base}/upscale", {"factor": 2})
     assert status == 200 and (up["asset"]["width"], up["asset"]["kind"]) == (320, "upscaled")
     status, cut = rest("POST", f"{base}/remove-background", {"engines": ["key"]})
-    assert status == 200 and cut["asset"]["kind"] == "bg_removed"
+    assert status == 200 and cut["asset"]["kind"] == "bg_removed" and cut["mask"]["kind"] == "mask"
+    status, cut = rest("POST", f"{base}/remove-background", {"refine": {"method": "closed_form"}})
+    assert status == 200 and cut["refine"]["engine"] == "refine" and cut["mask_link"]["link_type"] == "mask_for"
     status, fixed = rest("POST", f"{base}/color-correct")
     assert status == 200 and fixed["link"]["parent_asset_id"] == source["id"]
     status, report = rest("POST", f"{base}/quality-check", {"time_of_day": "day"})

@@ -1,7 +1,7 @@
 """images.*: the pipeline's image operations on any image asset of a project, outside a run (issue 7 §3).
 
-Each output is a new asset `derived_from` its input (see `assets.lineage`), with the operation's facts in its
-metadata_json; each call writes the row, the link and its audit rows in one transaction and then publishes
+Each output is a new asset `derived_from` its input (see `assets.lineage`; background removal adds the cut-out's
+alpha as a `mask` asset, `mask_for` the input), with the operation's facts in its metadata_json; each call writes the row, the link and its audit rows in one transaction and then publishes
 `asset.created` (with `operation` and `source_asset_id`). The input must be a raster image asset of this project.
 """
 
@@ -10,10 +10,11 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, field_validator
 
 from iat.commands.assets import AssetOut, AssetRef, LinkOut
 from iat.commands.common import BackgroundEngine, UpscaleEngine
+from iat.engines.refine import RefineOptions
 from iat.errors import Conflict, EngineError
 from iat.lazy import lazy_import
 from iat.registry import Result, command
@@ -39,6 +40,13 @@ class AttemptOut(Result):
 class BackgroundRemovedOut(ImageOut):
     engine: str = Field(description="The engine whose mask was accepted")
     attempts: list[AttemptOut] = Field(description="Every engine tried, in order")
+    mask: AssetOut = Field(description="The cut-out's alpha as a grayscale asset (kind mask)")
+    mask_link: LinkOut = Field(description="Its mask_for link to the input asset")
+    refine: AttemptOut | None = Field(None, description="The refinement when asked (engine \"refine\"): ok when "
+                                      "the refined cut-out passed the mask check and is the one stored; else why "
+                                      "not (the accepted cut-out is stored unrefined). Its meta: method "
+                                      "(vitmatte|closed_form), model and model_sha256, sha256, duration_s, "
+                                      "unknown_pixels, hit_time_bound")
 
 
 class UpscaledOut(ImageOut):
@@ -60,6 +68,10 @@ class RemoveBackgroundParams(AssetRef):
         "Background-removal engines in the order to try, each once; default: the project's "
         "settings_json.background_engines, else [\"key\"]. A code that names no background-removal engine is "
         "invalid_params"))
+    refine: StrictBool | RefineOptions = Field(False, description=(
+        "Refine the accepted cut-out's alpha (true, or the refine options): ViTMatte when a matting model is "
+        "installed, else closed-form matting, bounded by max_seconds, colours decontaminated at soft edges. A "
+        "model that is not an installed matting model, or vitmatte with none installed, is invalid_params"))
 
     @field_validator("engines")
     @classmethod
@@ -67,6 +79,11 @@ class RemoveBackgroundParams(AssetRef):
         if v is not None and len(set(v)) != len(v):
             raise ValueError("each engine may be listed once")
         return v
+
+    def refine_options(self) -> dict | None:
+        if isinstance(self.refine, RefineOptions):
+            return self.refine.model_dump(exclude_unset=True)
+        return {} if self.refine else None
 
 
 class UpscaleParams(AssetRef):
@@ -93,14 +110,18 @@ def _publish(ctx, slug: str, out: dict, operation: str) -> None:
          route=("POST", "/api/projects/{slug}/assets/{asset_id}/remove-background"), mutating=True,
          errors=(EngineError,))
 def remove_background(ctx, p: RemoveBackgroundParams) -> BackgroundRemovedOut:
-    """Cuts an image asset out of its background: a new bg_removed asset derived from it.
+    """Cuts an image asset out of its background: a new bg_removed asset derived from it, and its alpha as a mask
+    asset linked to the input (mask_for), both written in one transaction.
 
     The engines run in order until one's mask passes the mask check (not empty, not full, plausible coverage and
-    edges); every attempt is in the result and the asset's metadata. An unknown engine code is invalid_params;
-    when no engine gives an acceptable mask the answer is engine_error with the attempts in its details, and
-    nothing is written."""
-    out = service.remove_background(ctx.app, p.slug, str(p.asset_id), p.engines, ctx.app.current_user()["id"])
+    edges); every attempt is in the result and the asset's metadata. With refine, the accepted cut-out is refined
+    and mask-checked again; the refinement is recorded either way, and a failed or rejected one leaves the
+    unrefined cut-out. An unknown engine code is invalid_params; when no engine gives an acceptable mask the answer
+    is engine_error with the attempts in its details, and nothing is written."""
+    out = service.remove_background(ctx.app, p.slug, str(p.asset_id), p.engines, ctx.app.current_user()["id"],
+                                    refine=p.refine_options())
     _publish(ctx, p.slug, out, "background_removed")
+    _publish(ctx, p.slug, {"project_id": out["project_id"], "asset": out["mask"], "link": out["mask_link"]}, "mask")
     return BackgroundRemovedOut.model_validate(out)
 
 

@@ -47,7 +47,7 @@ MAX_UNKNOWN = 120_000  # iat.imaging.matting.MAX_UNKNOWN, repeated here so the s
 
 
 class RefineOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     method: Literal["auto", "vitmatte", "closed_form"] = Field(
         "auto", description="auto: ViTMatte when a matting model is installed, else closed-form matting")

@@ -5,7 +5,8 @@ Each operation runs what a run's post-processing runs (iat.pipeline.post): the b
 (iat.engines.chain, every attempt recorded), an upscale engine (`lanczos` by default), colour correction toward a
 style guide (white balance, palette matching, chroma clamp at the guide's max_chroma). Its output is a new asset
 `derived_from` its input, with the operation's facts in metadata_json and in PNG text chunks (`iat:operation`,
-`iat:source_sha256`).
+`iat:source_sha256`). Background removal also stores the cut-out's alpha as a grayscale `mask` asset, `mask_for`
+the input, in the same transaction, and can refine the accepted cut-out first (iat.engines.refine).
 
 Order, so that a refusal changes nothing: the input must be a raster image asset of THIS project (another
 project's asset or an unknown id is NotFound, a non-image InvalidParams), engines and guides are resolved, the
@@ -129,21 +130,60 @@ def _engine_order(handle, engines: list[str] | None) -> list[str]:
     return configured
 
 
-def remove_background(app, slug: str, asset_id: str, engines: list[str] | None, actor_id: str) -> dict:
+def _register_cutout(handle, source: dict, cutout: bytes, mask: bytes, meta: dict, facts: dict,
+                     actor_id: str) -> dict:
+    """Stores the RGBA cut-out (`bg_removed`, derived_from `source`) and its alpha as a grayscale `mask` asset
+    (mask_for `source`): both rows, links and the audit row in one transaction."""
+    operation = "background_removed"
+    cutout = add_text(cutout, {"iat:operation": operation, "iat:source_sha256": source["sha256"] or ""})
+    mask = add_text(mask, {"iat:operation": "mask", "iat:source_sha256": source["sha256"] or ""})
+    staged = [files.stage_bytes(handle.root, cutout), files.stage_bytes(handle.root, mask)]
+
+    def rows() -> dict:
+        now = utcnow()
+        asset = assets_repo.insert_asset(handle.id, "bg_removed", staged[0].stored,
+                                         {"operation": operation, "source_asset_id": source["id"], **meta}, now,
+                                         actor_id)
+        link = assets_repo.insert_link(handle.id, source["id"], asset["id"], "derived_from", now, actor_id)
+        mask_asset = assets_repo.insert_asset(handle.id, "mask", staged[1].stored,
+                                              {"operation": "mask", "source_asset_id": source["id"],
+                                               "cutout_asset_id": asset["id"], "engine": meta["engine"],
+                                               "refined": bool(meta.get("refine", {}).get("ok"))}, now, actor_id)
+        mask_link = assets_repo.insert_link(handle.id, source["id"], mask_asset["id"], "mask_for", now, actor_id)
+        audit.record(handle.id, actor_id, f"image.{operation}",
+                     {"source_asset_id": source["id"], "asset_id": asset["id"], "kind": "bg_removed",
+                      "mask_asset_id": mask_asset["id"], **facts})
+        return {"asset": asset, "link": link, "mask": mask_asset, "mask_link": mask_link}
+
+    return write_with_files(handle, staged, rows)
+
+
+def remove_background(app, slug: str, asset_id: str, engines: list[str] | None, actor_id: str,
+                      refine: dict | None = None) -> dict:
     """A `bg_removed` asset from the first engine of the order whose mask passes the check (EngineError with
-    every attempt when none does)."""
+    every attempt when none does), and its alpha as a `mask` asset (mask_for the input). `refine` (refine
+    options, {} for the defaults; None: none) refines the accepted cut-out first (iat.engines.refine); a refinement
+    that fails or is rejected leaves the unrefined cut-out, and either way it is recorded."""
+    from iat.engines.refine import mask_png
+
     with app.projects.lease(slug) as handle:
         source, path = _source(handle, asset_id)
         order = _engine_order(handle, engines)
         with tempfile.TemporaryDirectory(prefix="iat-image-") as tmp:
-            result = run_chain(app.engines, order, path, Path(tmp) / "cutout.png", ctx=EngineContext(app, handle))
+            result = run_chain(app.engines, order, path, Path(tmp) / "cutout.png", ctx=EngineContext(app, handle),
+                               refine=refine)
             data = result.result.path.read_bytes()
+            mask = mask_png(result.result.path)
         attempts = [a.to_dict() for a in result.attempts]
-        asset, link = _register(handle, source, "bg_removed", data, "background_removed",
-                                {"engine": result.engine, "engines": order, "attempts": attempts,
-                                 "mask_check": result.check.to_dict()},
-                                {"engine": result.engine, "engines": order}, actor_id)
-    return {"project_id": handle.id, "asset": asset, "link": link, "engine": result.engine, "attempts": attempts}
+        refined = result.refine.to_dict() if result.refine else None
+        meta = {"engine": result.engine, "engines": order, "attempts": attempts,
+                "mask_check": result.check.to_dict()}
+        facts = {"engine": result.engine, "engines": order}
+        if refined is not None:
+            meta["refine"] = refined
+            facts["refined"] = refined["ok"]
+        out = _register_cutout(handle, source, data, mask, meta, facts, actor_id)
+    return {"project_id": handle.id, **out, "engine": result.engine, "attempts": attempts, "refine": refined}
 
 
 def upscale(app, slug: str, asset_id: str, factor: int, actor_id: str, engine_code: str = UPSCALER) -> dict:
