@@ -5,8 +5,9 @@
 - `doctor --json`: every product dependency (onnxruntime, rembg's sessions, scipy, boto3, keyring, vosk, ...)
   imports inside the frozen build.
 - the local engines through the frozen binary, on small ONNX models with the real I/O signatures installed with
-  models.install over its RPC: rembg (u2net-shaped) in images.remove_background, onnx_sr in images.upscale; the
-  frozen results equal the venv's. Imports that work in the venv and fail frozen are the common failure here.
+  models.install over its RPC: rembg (u2net-shaped) in images.remove_background, onnx_sr in images.upscale, the
+  refine pass with closed-form matting (no matting model) and with ViTMatte (a matting model); the frozen results
+  equal the venv's, and no process that ran them loaded what the spec excludes. Imports that work in the venv and fail frozen are the common failure here.
 - secrets: stored with secrets.set in the OS keyring's Secret Service, read back by `secrets-selftest`.
 - the bundle's shape and size: under its 300 MB budget, botocore data pruned to the services the sidecar uses, no
   test suites, none of what the spec excludes (pymatting, numba, llvmlite, scikit-image, rembg's __init__
@@ -512,6 +513,101 @@ def test_frozen_onnx_upscale_matches_the_venv(frozen_binary: Path, bare_env: dic
         _assert_nothing_excluded_loaded(sidecar)
     finally:
         sidecar.kill()
+
+
+# A saturated figure with a soft, wavy rim (alpha known) on a grey backdrop: the u2net-shaped model (chroma)
+# finds it, and the refine pass has a soft band to recover.
+FIGURE_RGB, BACKDROP_RGB = (0.85, 0.2, 0.15), (0.5, 0.5, 0.5)
+
+
+def _soft_scene(width: int = 360, height: int = 280):
+    """(rgb uint8 HxWx3, true alpha float HxW)."""
+    import numpy as np
+
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    dx, dy = xx - width * 0.5, yy - height * 0.5
+    theta = np.arctan2(dy, dx)
+    radius = np.hypot(dx / 1.25, dy)
+    edge = 0.3 * height + 6 * np.sin(7 * theta) + 3 * np.sin(19 * theta + 1)
+    alpha = np.clip((edge - radius) / 7 + 0.5, 0, 1)   # a rim ~7 px wide
+    a = alpha[..., None]
+    rgb = np.rint((a * np.array(FIGURE_RGB) + (1 - a) * np.array(BACKDROP_RGB)) * 255).astype(np.uint8)
+    return rgb, alpha
+
+
+def _soft_error(alpha8, truth) -> float:
+    """Mean alpha error where the truth is soft (the rim), in 0..1."""
+    import numpy as np
+
+    soft = (truth > 0.02) & (truth < 0.98)
+    return float(np.abs(alpha8 / 255.0 - truth)[soft].mean())
+
+
+@pytest.mark.parametrize("method", ["closed_form", "vitmatte"])
+def test_frozen_refine_pass_matches_the_venv(frozen_binary: Path, bare_env: dict[str, str], tmp_path: Path,
+                                             method: str, client) -> None:
+    """images.remove_background with rembg then refine through the frozen binary: closed-form matting (no matting
+    model installed: numpy and scipy.sparse.linalg frozen) and ViTMatte (a matting model installed over RPC, on
+    onnxruntime). The refined alpha is closer to the truth than the unrefined cut-out and equals, within a level,
+    what the venv computes for the same call."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.onnx_models import matting, save, segmentation as seg
+
+    rgb, truth = _soft_scene()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    src = folder / "soft.png"
+    Image.fromarray(rgb).save(src)
+    models = [(seg.u2net(), "seg-u2net", "segmentation", {"arch": "u2net"})]
+    if method == "vitmatte":
+        models.append((matting.colour_projection(FIGURE_RGB, BACKDROP_RGB), "matte", "matting", {}))
+    refine = {"method": method, "max_seconds": 120}
+
+    def run(call) -> tuple[dict, dict]:
+        """(plain, refined) results of the two calls, through `call(method, params)`."""
+        for proto, name, kind, extra in models:
+            path = tmp_path / "models" / f"{name}.onnx"
+            sha = save(proto, path)
+            call("models.install", {"name": name, "kind": kind, "path": str(path), "sha256": sha,
+                                    "license": "test", "replace": True, **extra})
+        call("projects.create", {"slug": "refine", "name": "Refine"})
+        root = Path(call("projects.update", {"slug": "refine",
+                                             "settings_json": {"import_roots": [str(folder)]}})["root_dir"])
+        source = call("assets.import", {"slug": "refine", "paths": [str(src)]})["items"][0]
+        base = {"slug": "refine", "asset_id": source["id"], "engines": ["rembg"]}
+        plain = call("images.remove_background", base)
+        refined = call("images.remove_background", {**base, "refine": refine})
+        for out in (plain, refined):
+            out["alpha"] = np.asarray(Image.open(root / out["asset"]["storage_uri"]))[..., 3]
+        return plain, refined
+
+    sidecar = FrozenSidecar(frozen_binary, bare_env)
+    try:
+        assert sidecar.read_message(timeout=60).get("method") == "sidecar.ready"
+        plain, refined = run(lambda m, params: sidecar.result(m, params) if m != "images.remove_background"
+                             else _call_long(sidecar, m, params))
+        _assert_nothing_excluded_loaded(sidecar)
+    finally:
+        sidecar.kill()
+    record = refined["refine"]
+    assert record["engine"] == "refine" and record["ok"], record
+    assert record["meta"]["method"] == method and record["meta"]["hit_time_bound"] is False, record["meta"]
+    assert record["meta"]["model"] == ("matte" if method == "vitmatte" else None)
+    assert plain["engine"] == refined["engine"] == "rembg" and plain["refine"] is None
+    assert _soft_error(refined["alpha"], truth) < 0.3 * _soft_error(plain["alpha"], truth), (
+        _soft_error(refined["alpha"], truth), _soft_error(plain["alpha"], truth))
+
+    venv_plain, venv_refined = run(lambda m, params: client.call(m, **params))
+    assert np.abs(plain["alpha"].astype(int) - venv_plain["alpha"].astype(int)).max() <= 1
+    assert np.abs(refined["alpha"].astype(int) - venv_refined["alpha"].astype(int)).max() <= 1
+
+
+def _call_long(sidecar: FrozenSidecar, method: str, params: dict) -> dict:
+    response = sidecar.call(method, params, timeout=180)
+    assert "error" not in response, f"{method} failed: {response}\nlog:\n{sidecar.log()}"
+    return response["result"]
 
 
 def test_frozen_connectors_generate_through_the_ledger(frozen_binary: Path, bare_env: dict[str, str]) -> None:
