@@ -113,16 +113,18 @@ def import_assets(project_id: str, kind: str, files: Sequence[tuple[StoredFile, 
     return out
 
 
-def insert_derived(project_id: str, outputs: Sequence[tuple[str, StoredFile, dict, int | None]], now: datetime,
-                   event: str, payload: dict, actor_id: str | None = None) -> list[dict]:
-    """Registers the images one piece of work made, each `(kind, stored, metadata, parent)` where `parent` is the
-    index of the output it was made from (None: none): new rows and their derived_from links in bulk, one audit
-    row for the lot. The links need none of insert_link's checks: both ends are rows made here, in this project,
-    and a new row cannot close a cycle."""
-    rows = [_row(project_id, kind, stored, metadata, now) for kind, stored, metadata, _ in outputs]
-    links = [{"id": str(uuid.uuid4()), "project_id": project_id, "parent_asset_id": rows[parent]["id"],
-              "child_asset_id": rows[i]["id"], "link_type": "derived_from", "created_at": now}
-             for i, (_, _, _, parent) in enumerate(outputs) if parent is not None]
+def insert_derived(project_id: str, outputs: Sequence[tuple], now: datetime, event: str, payload: dict,
+                   actor_id: str | None = None) -> list[dict]:
+    """Registers the images one piece of work made, each `(kind, stored, metadata, parent[, link_type])` where
+    `parent` is the index of the output it was made from (None: none) and `link_type` the link to it (default
+    derived_from; a mask is mask_for the image it was cut from): new rows and their links in bulk, one audit row
+    for the lot. The links need none of insert_link's checks: both ends are rows made here, in this project, and a
+    new row cannot close a cycle."""
+    rows = [_row(project_id, out[0], out[1], out[2], now) for out in outputs]
+    links = [{"id": str(uuid.uuid4()), "project_id": project_id, "parent_asset_id": rows[out[3]]["id"],
+              "child_asset_id": rows[i]["id"], "link_type": out[4] if len(out) > 4 else "derived_from",
+              "created_at": now}
+             for i, out in enumerate(outputs) if out[3] is not None]
     _insert_many(Asset, rows)
     _insert_many(AssetLink, links)
     audit.record(project_id, actor_id, event, {**payload, "asset_ids": [r["id"] for r in rows]})

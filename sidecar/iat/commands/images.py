@@ -1,8 +1,9 @@
 """images.*: the pipeline's image operations on any image asset of a project, outside a run (issue 7 §3).
 
 Each output is a new asset `derived_from` its input (see `assets.lineage`; background removal adds the cut-out's
-alpha as a `mask` asset, `mask_for` the input), with the operation's facts in its metadata_json; each call writes the row, the link and its audit rows in one transaction and then publishes
-`asset.created` (with `operation` and `source_asset_id`). The input must be a raster image asset of this project.
+alpha as a `mask` asset, `mask_for` the input), with the operation's facts in its metadata_json; each call writes
+the rows, the links and its audit rows in one transaction and then publishes `asset.created` (with `operation` and
+`source_asset_id`). The input must be a raster image asset of this project.
 """
 
 from __future__ import annotations

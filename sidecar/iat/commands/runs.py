@@ -71,6 +71,11 @@ class RunParams(ProjectRef):
         "snapshot (with the model's name and sha256, so a replay runs the same model or is refused)"))
     color_correct: bool = Field(True, strict=True, description="Colour-correct toward the style guide (white "
                                                                 "balance, palette, chroma clamp)")
+    refine: bool = Field(False, strict=True, description=(
+        "Refine each cut-out's alpha after the chain accepts it (ViTMatte when a matting model is installed, "
+        "else closed-form matting; colours decontaminated at soft edges); the cut-out's mask asset is stored "
+        "either way. Resolved at start and recorded in the snapshot (with the matting model's name and sha256, "
+        "so a replay refines the same way or is refused)"))
     confirm_budget: bool = Field(False, strict=True, description="runs.start: go over the project's budget when "
                                                                  "the estimate exceeds what is left (otherwise "
                                                                  "confirmation_required)")

@@ -53,6 +53,8 @@ class RefineOptions(BaseModel):
         "auto", description="auto: ViTMatte when a matting model is installed, else closed-form matting")
     model: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description=(
         "The installed matting model to run (ViTMatte); default: the first one installed"))
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description=(
+        "With model: refuse unless the installed model's file has this sha256 (a run's replay pins its model)"))
     max_seconds: float = Field(30.0, gt=0, le=600, description="Time bound of the refinement; the closed-form "
                                "solve returns its best iterate at the bound, a model run past it is stopped")
     foreground_threshold: int = Field(240, ge=1, le=255, description="Alpha (0-255) above which a pixel is "
@@ -77,6 +79,8 @@ def prepare(ctx: EngineContext | None, options: dict[str, Any] | None) -> tuple[
     closed form). InvalidParams for bad options, a model that is not an installed matting model, or vitmatte asked
     for with none installed."""
     opts: RefineOptions = parse_options(RefineOptions, options, CODE)  # type: ignore[assignment]
+    if opts.sha256 is not None and opts.model is None:
+        raise _invalid("sha256 pins a named model: give model too", "sha256")
     if opts.method == "closed_form":
         if opts.model is not None:
             raise _invalid("a model applies to the vitmatte method only", "model", model=opts.model)
@@ -92,6 +96,9 @@ def prepare(ctx: EngineContext | None, options: dict[str, Any] | None) -> tuple[
         if model.entry.kind != MATTING_KIND:
             raise _invalid(f"model {opts.model!r} is a {model.entry.kind} model, not a matting model", "model",
                            model=opts.model, kind=model.entry.kind)
+        if opts.sha256 is not None and model.entry.sha256 != opts.sha256:
+            raise _invalid(f"model {opts.model!r} is {model.entry.sha256}, not {opts.sha256}", "sha256",
+                           model=opts.model, sha256=opts.sha256, installed_sha256=model.entry.sha256)
         return opts, model
     installed = models.find(MATTING_KIND) if models is not None else []
     if installed:
@@ -100,6 +107,16 @@ def prepare(ctx: EngineContext | None, options: dict[str, Any] | None) -> tuple[
         raise _invalid("method vitmatte needs a matting model: none is installed (models.install with kind "
                        "matting)", "method")
     return opts, None
+
+
+def record(ctx: EngineContext | None, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The refine options a run records in its snapshot, resolved now: the method, and for ViTMatte the model's
+    name and sha256, so a replay runs the same model or is refused (InvalidParams as `prepare`)."""
+    opts, model = prepare(ctx, options)
+    out = opts.model_dump(exclude_none=True, exclude={"model", "sha256"})
+    if model is None:
+        return {**out, "method": "closed_form"}
+    return {**out, "method": "vitmatte", "model": model.name, "sha256": model.entry.sha256}
 
 
 def _sha256(path: Path) -> str:
@@ -240,4 +257,4 @@ def mask_png(cutout: str | Path) -> bytes:
     return png_bytes(Image.fromarray(alpha, "L"))
 
 
-__all__ = ["RefineOptions", "mask_png", "prepare", "refine", "vitmatte_alpha"]
+__all__ = ["RefineOptions", "mask_png", "prepare", "record", "refine", "vitmatte_alpha"]

@@ -25,13 +25,16 @@ Generate = Callable[[GenerateRequest, "threading.Event | None"], GenerateResult]
 
 @dataclass
 class Output:
-    """One image the candidate made; `parent` is the index of the output it was made from (None: none)."""
+    """One image the candidate made; `parent` is the index of the output it was made from (None: none), `link`
+    how it relates to it: derived_from along the chain of steps, mask_for a cut-out's mask (kept beside the chain,
+    after the final, linked to the image it was cut from)."""
 
-    kind: str  # generated | bg_removed | upscaled | final
-    step: str  # a stage name, or cutout | upscale | color
+    kind: str  # generated | bg_removed | upscaled | final | mask
+    step: str  # a stage name, or cutout | upscale | color | mask
     data: bytes
     parent: int | None
     meta: dict[str, Any] = field(default_factory=dict)
+    link: str = "derived_from"
 
 
 @dataclass
@@ -92,6 +95,12 @@ def run_candidate(snapshot: dict, job: dict, index: int, tools: Tools, workdir: 
         png = add_text(step.data, {**recipe, "iat:stage": step.step})
         outputs.append(Output(step.kind, step.step, png, len(outputs) - 1, step.meta))
     final_index = len(outputs) - 1
+    for i, step in enumerate(steps):
+        if step.mask is not None:
+            cut_from = outputs[output_index + 1 + i].parent
+            outputs.append(Output("mask", "mask", add_text(step.mask, {**recipe, "iat:stage": "mask"}), cut_from,
+                                  {"engine": step.meta.get("engine"),
+                                   "refined": bool((step.meta.get("refine") or {}).get("ok"))}, link="mask_for"))
     if progress:
         progress("qa")
     qa = post.quality(snapshot, shot, outputs[final_index].data)

@@ -1,7 +1,8 @@
 """What a finished run leaves for people: its contact sheet (PNG and a self-contained HTML page per page of eight
 jobs) and its run log, all stored as assets of the run, and a results folder to browse:
 
-    <project>/runs/<run_id>/results/<job_key>/c<index>-<step>.png   every image of every candidate
+    <project>/runs/<run_id>/results/<job_key>/c<index>-<step>.png   every image of every candidate (a cut-out's
+                                                                      mask as c<index>-mask.png)
     <project>/runs/<run_id>/results/<job_key>/c<index>-<step>.json  its JSON sidecar: ids, recipe, metrics
     <project>/runs/<run_id>/results/<job_key>/final.png             the chosen candidate's final image
     <project>/runs/<run_id>/results/contact_sheet.html|.png (then contact_sheet-2.html|.png ...), run.jsonl
@@ -49,7 +50,7 @@ def finish_run(work: _RunWork, snapshot: dict, status: str) -> dict:
     for number, page_jobs in enumerate(pages, start=1):
         candidates = work.read(repo.list_candidates, [j["id"] for j in page_jobs])
         reports = work.read(repo.reports_for, [c["id"] for c in candidates])
-        asset_ids = {a["asset_id"] for c in candidates for a in c["meta_json"].get("assets", [])}
+        asset_ids = {a["asset_id"] for c in candidates for a in _images(c)}
         assets = work.read(_assets_by_id, project_id, sorted(asset_ids))
         sheet_run = _sheet(run, snapshot, page_jobs, candidates, reports, assets, status, root)
         suffix = "" if number == 1 else f"-{number}"
@@ -142,6 +143,12 @@ def _place(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def _images(candidate: dict) -> list[dict]:
+    """Every image a candidate made: its chain of steps, then the masks of its cut-outs."""
+    meta = candidate["meta_json"]
+    return meta.get("assets", []) + meta.get("masks", [])
+
+
 def _place_results(folder: Path, jobs: list[dict], candidates: list[dict], reports: dict, assets: dict,
                    root: Path) -> None:
     """Each image of the jobs' candidates with its JSON sidecar, and each job's final.png."""
@@ -151,7 +158,7 @@ def _place_results(folder: Path, jobs: list[dict], candidates: list[dict], repor
     for job in jobs:
         for cand in by_job.get(job["id"], []):
             report = reports.get(cand["id"])
-            for item in cand["meta_json"].get("assets", []):
+            for item in _images(cand):
                 asset = assets[item["asset_id"]]
                 stem = folder / job["job_key"] / f"c{cand['candidate_index']}-{item['step']}"
                 _place(files.abs_path(root, asset["storage_uri"]), stem.with_suffix(".png"))

@@ -1,7 +1,8 @@
 """A candidate's post-processing and QA, as the run's snapshot asks: background removal through the engine chain
-(cutout shots), colour correction toward the style guide, upscaling (after the correction: a quarter of the
-pixels to correct at 2x), then the QA guard on the result. The last step's output is the candidate's `final`. Near-
-duplicates are judged per job, once every sibling is in (so the verdict does not depend on which finished first).
+(cutout shots; refined when the snapshot records `refine`, its alpha kept as a mask), colour correction toward the
+style guide, upscaling (after the correction: a quarter of the pixels to correct at 2x), then the QA guard on the
+result. The last step's output is the candidate's `final`. Near-duplicates are judged per job, once every sibling
+is in (so the verdict does not depend on which finished first).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from iat.engines.chain import remove_background
+from iat.engines.refine import mask_png
 from iat.imaging.color import ColorCorrection, correct_colors
 from iat.imaging.io import open_image, png_bytes
 from iat.imaging.phash import hamming
@@ -26,6 +28,7 @@ class Step:
     step: str
     data: bytes
     meta: dict[str, Any] = field(default_factory=dict)
+    mask: bytes | None = None  # the cut-out step: its alpha as a grayscale PNG (a `mask` asset beside the chain)
 
 
 def post_process(snapshot: dict, shot: dict, png: bytes, engines, workdir: Path, *,
@@ -41,9 +44,13 @@ def post_process(snapshot: dict, shot: dict, png: bytes, engines, workdir: Path,
         if progress:
             progress("cutout")
         out = workdir / "cutout.png"
-        result = remove_background(engines, post["background_engines"], current, out, cancel=cancel, ctx=ctx)
-        steps.append(Step("bg_removed", "cutout", out.read_bytes(),
-                          {"engine": result.engine, "attempts": [a.to_dict() for a in result.attempts]}))
+        refine = _refine_options(post.get("refine"))
+        result = remove_background(engines, post["background_engines"], current, out, cancel=cancel, ctx=ctx,
+                                   refine=refine)
+        meta = {"engine": result.engine, "attempts": [a.to_dict() for a in result.attempts]}
+        if result.refine is not None:
+            meta["refine"] = result.refine.to_dict()
+        steps.append(Step("bg_removed", "cutout", out.read_bytes(), meta, mask=mask_png(out)))
         current = out
     if post.get("color_correct", True):
         if progress:
@@ -70,6 +77,14 @@ def post_process(snapshot: dict, shot: dict, png: bytes, engines, workdir: Path,
     if steps:
         steps[-1].kind = "final"  # the candidate's output: what QA judges and ranking chooses among
     return steps
+
+
+def _refine_options(recorded: Any) -> dict | None:
+    """The chain's refine options from the snapshot's record (iat.engines.refine.record; none: no refinement):
+    the recorded model is pinned by its sha256."""
+    if not recorded:
+        return None
+    return dict(recorded) if isinstance(recorded, dict) else {}
 
 
 def quality(snapshot: dict, shot: dict, png: bytes) -> dict:

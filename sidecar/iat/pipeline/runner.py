@@ -359,10 +359,17 @@ class _RunWork:
             where = {"run_id": self.run_id, "job_id": job_row["id"], "job_key": job["job_key"],
                      "candidate_index": work.index}
             rows = assets_repo.insert_derived(project_id, [
-                (out.kind, file.stored, {**where, "step": out.step, **out.meta}, out.parent)
+                (out.kind, file.stored, {**where, "step": out.step, **out.meta}, out.parent, out.link)
                 for out, file in zip(work.outputs, staged)], now, "run.candidate_recorded", where)
-            meta = {**work.meta, "assets": [{"step": o.step, "asset_id": r["id"]} for o, r in zip(work.outputs, rows)],
+            # `assets`: the chain of steps (each derived_from the one before); `masks`: each cut-out's mask beside it.
+            made = list(zip(work.outputs, rows))
+            meta = {**work.meta, "assets": [{"step": o.step, "asset_id": r["id"]} for o, r in made
+                                            if o.link == "derived_from"],
                     "quality_score": work.qa["quality_score"]}
+            masks = [{"step": o.step, "asset_id": r["id"], "mask_for": rows[o.parent]["id"]} for o, r in made
+                     if o.link == "mask_for"]
+            if masks:
+                meta["masks"] = masks
             return repo.insert_candidate(project_id, self.run_id, job_row["id"], {
                 "candidate_index": work.index, "status": status, "output_asset_id": rows[work.output_index]["id"],
                 "final_asset_id": rows[work.final_index]["id"], "rank_hard_failures": hard,

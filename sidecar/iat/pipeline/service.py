@@ -67,7 +67,7 @@ def create(app: App, p: Any, mode: str, actor_id: str) -> tuple[dict, dict, dict
         model=account.config.model or getattr(provider, "model", p.provider),
         stages=stages, candidates=p.candidates, seed=p.seed if p.seed is not None else secrets.randbelow(2**31 - 1),
         post={"background_engines": engines, "upscale_factor": p.upscale_factor, "color_correct": p.color_correct,
-              **_upscaler(app, p)})
+              **_upscaler(app, p), **_refiner(app, p)})
     estimate = _estimate(provider, account, snapshot)
     snapshot["estimate"] = estimate
     # The configuration the run was planned with (never a secret), so the run log says what was asked of whom.
@@ -94,6 +94,33 @@ def _upscaler(app: App, p: Any) -> dict:
         raise _invalid(f"upscale_engine: {exc.message}", "upscale_engine") from None
     except (Conflict, EngineError) as exc:  # the engine asked for cannot run here (onnx_sr with no model)
         raise Conflict(f"upscale_engine: {exc.message}", details={**exc.details, "loc": "upscale_engine"}) from None
+
+
+def _refiner(app: App, p: Any) -> dict:
+    """The cut-outs' refinement, resolved now so the snapshot records it: the method with all its options, and
+    for ViTMatte the model's name and sha256 (iat.engines.refine.record)."""
+    if not getattr(p, "refine", False):
+        return {}
+    from iat.engines.base import EngineContext
+    from iat.engines.refine import record
+
+    return {"refine": record(EngineContext(app), {})}
+
+
+def _check_refine_model(app: App, snapshot: dict, run_id: str) -> None:
+    """A replay refines with the matting model its run recorded: refused when it is gone or its file changed."""
+    refine = (snapshot.get("post") or {}).get("refine")
+    if not isinstance(refine, dict) or not refine.get("model"):
+        return
+    from iat.engines.base import EngineContext
+    from iat.engines.refine import prepare
+
+    try:
+        prepare(EngineContext(app), refine)
+    except InvalidParams as exc:
+        raise Conflict(f"run {run_id} refined its cut-outs with matting model {refine['model']!r}: {exc.message}",
+                       details={"run_id": run_id, "model": refine["model"], "sha256": refine.get("sha256"),
+                                "reason": "model_missing_or_changed"}) from None
 
 
 def _check_upscale_model(app: App, snapshot: dict, run_id: str) -> None:
@@ -197,6 +224,7 @@ def replay(app: App, slug: str, run_id: str, actor_id: str) -> dict:
         raise Conflict(f"run {run_id} used provider {snapshot['provider']!r}, which is not available",
                        details={"run_id": run_id, "provider": snapshot["provider"]})
     _check_upscale_model(app, snapshot, run_id)
+    _check_refine_model(app, snapshot, run_id)
     # The replay's budget is checked call by call: a confirmation given for the run it replays is not carried over.
     snapshot = {**snapshot, "budget_confirmed": False}
     run = {"run_mode": "run", "provider_code": source["provider_code"], "model_name": source["model_name"],
