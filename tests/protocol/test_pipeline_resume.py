@@ -86,11 +86,12 @@ def test_a_killed_run_resumes_and_finishes_with_nothing_lost_or_doubled(launch, 
         links = conn.execute("SELECT count(*) FROM asset_links").fetchone()[0]
         audit_finished = conn.execute("SELECT count(*) FROM audit_events WHERE event_code = 'run.finished'") \
             .fetchone()[0]
-    per_candidate = {i: 3 + (1 if SHOTS[i]["cutout"] else 0) + 2 for i in range(len(SHOTS))}  # stages, cut, colour, up
+    # stages, the cut-out and its mask, colour, upscale
+    per_candidate = {i: 3 + (2 if SHOTS[i]["cutout"] else 0) + 2 for i in range(len(SHOTS))}
     expected = sum(per_candidate.values()) * K
     assert len([a for a in assets if a[2] not in ("run_log", "other")]) == expected
     assert sorted(a[2] for a in assets if a[2] in ("run_log", "other")) == ["other", "other", "run_log"]
-    assert links == expected - len(SHOTS) * K  # one derived_from link per image after each style lock
+    assert links == expected - len(SHOTS) * K  # one link per image after each style lock (a mask's: mask_for)
     assert audit_finished == 1
     referenced = {a[1] for a in assets}
     on_disk = {str(p.relative_to(project["root_dir"])) for p in (Path(project["root_dir"]) / "assets").rglob("*")
