@@ -59,3 +59,14 @@ def assert_partial_after_three(run: dict, candidates: list, calls: list, costs: 
     assert sorted(c["attempt"] for c in failed) == [1, 2] and len({c["call_id"] for c in failed}) == 1
     assert sorted(c["status"] for c in candidates) == ["done", "failed"]
     assert costs["events"] == 3
+
+
+def all_assets(client: Client, slug: str = "alpha") -> dict[str, dict]:
+    """Every asset of the project by id, through assets.list's pages."""
+    out, cursor = {}, None
+    while True:
+        page = client.call("assets.list", slug=slug, limit=500, **({"cursor": cursor} if cursor else {}))
+        out.update({a["id"]: a for a in page["items"]})
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return out

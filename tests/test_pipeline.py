@@ -19,7 +19,7 @@ from iat.pipeline import ranking
 from iat.providers.base import GenerateRequest, GenerateResult, encode_png
 from iat.providers.preview import PreviewProvider
 
-from support import Client
+from support import Client, all_assets
 
 WAIT_S = 240  # a loaded 2-core machine; the runner is waited for, never slept on
 
@@ -82,19 +82,9 @@ def _run(app: App, client: Client, **params) -> dict:
     return client.call("runs.get", slug="alpha", run_id=run["id"])
 
 
-def _assets(client: Client) -> dict[str, dict]:
-    out, cursor = {}, None
-    while True:
-        page = client.call("assets.list", slug="alpha", limit=500, **({"cursor": cursor} if cursor else {}))
-        out.update({a["id"]: a for a in page["items"]})
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return out
-
-
 def _outputs(client: Client, run_id: str) -> dict[tuple, str]:
     """(job_key, candidate index, step) -> sha256 of every image a run made."""
-    assets = _assets(client)
+    assets = all_assets(client)
     jobs = {j["id"]: j["job_key"] for j in client.call("jobs.list", slug="alpha", run_id=run_id)["items"]}
     out = {}
     for cand in client.call("candidates.list", slug="alpha", run_id=run_id)["items"]:
@@ -196,7 +186,7 @@ def test_a_run_records_every_candidate_its_lineage_reports_and_log(app: App, stu
     run = _run(app, studio, shots=SHOTS, candidates=3, upscale_factor=2, seed=11)
     assert run["status"] == "done" and run["jobs"] == {"done": 2}
     assert run["started_at"] and run["finished_at"]
-    assets = _assets(studio)
+    assets = all_assets(studio)
     jobs = studio.call("jobs.list", slug="alpha", run_id=run["id"])["items"]
     assert [j["job_key"] for j in jobs] == ["street", "market"]
     cands = studio.call("candidates.list", slug="alpha", run_id=run["id"])["items"]

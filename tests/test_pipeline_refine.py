@@ -14,7 +14,7 @@ from PIL import Image
 from iat.app import App
 from iat.assets.store import abs_path
 
-from support import Client
+from support import Client, all_assets
 
 WAIT_S = 240
 
@@ -36,16 +36,6 @@ def _run(app: App, client: Client, **params) -> dict:
     return client.call("runs.get", slug="alpha", run_id=run["id"])
 
 
-def _assets(client: Client) -> dict[str, dict]:
-    out, cursor = {}, None
-    while True:
-        page = client.call("assets.list", slug="alpha", limit=500, **({"cursor": cursor} if cursor else {}))
-        out.update({a["id"]: a for a in page["items"]})
-        cursor = page["next_cursor"]
-        if cursor is None:
-            return out
-
-
 def _file(client: Client, asset: dict) -> Path:
     return abs_path(Path(client.call("projects.get", slug="alpha")["root_dir"]), asset["storage_uri"])
 
@@ -60,7 +50,7 @@ def _candidates(client: Client, run_id: str) -> list[dict]:
 
 def _outputs(client: Client, run_id: str) -> dict[tuple, str]:
     """(job_key, candidate index, step) -> sha256 of every image of the run, masks included."""
-    assets = _assets(client)
+    assets = all_assets(client)
     return {(c["job_key"], c["candidate_index"], made["step"]): assets[made["asset_id"]]["sha256"]
             for c in _candidates(client, run_id)
             for made in c["meta_json"]["assets"] + c["meta_json"].get("masks", [])}
@@ -70,7 +60,7 @@ def _check_masks(client: Client, run: dict) -> list[dict]:
     """Every cut-out candidate has one mask, mask_for the image it was cut from, equal to its cut-out's alpha;
     the chain of steps and the final's derived_from lineage are as without masks. Returns the cut-out steps'
     meta."""
-    assets = _assets(client)
+    assets = all_assets(client)
     cutouts = []
     for cand in _candidates(client, run["id"]):
         steps = [a["step"] for a in cand["meta_json"]["assets"]]
