@@ -270,6 +270,14 @@ CREATE TABLE public.run_candidates (
     CONSTRAINT run_candidates_status_check CHECK ((status = ANY (ARRAY['generated'::text, 'done'::text, 'failed_output_guard'::text, 'failed'::text])))
 );
 
+CREATE TABLE public.run_job_claims (
+    job_id uuid NOT NULL,
+    run_id uuid NOT NULL,
+    worker_id text NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    created_at timestamp with time zone NOT NULL
+);
+
 CREATE TABLE public.run_jobs (
     id uuid NOT NULL,
     run_id uuid NOT NULL,
@@ -307,6 +315,16 @@ CREATE TABLE public.schema_migrations (
     version integer NOT NULL,
     name text NOT NULL,
     applied_at timestamp with time zone NOT NULL
+);
+
+CREATE TABLE public.storage_sync_objects (
+    id uuid NOT NULL,
+    project_id uuid NOT NULL,
+    path text NOT NULL,
+    sha256 text NOT NULL,
+    size_bytes integer NOT NULL,
+    etag text,
+    synced_at timestamp with time zone NOT NULL
 );
 
 CREATE TABLE public.style_guides (
@@ -429,6 +447,9 @@ ALTER TABLE ONLY public.run_candidates
 ALTER TABLE ONLY public.run_candidates
     ADD CONSTRAINT run_candidates_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY public.run_job_claims
+    ADD CONSTRAINT run_job_claims_pkey PRIMARY KEY (job_id);
+
 ALTER TABLE ONLY public.run_jobs
     ADD CONSTRAINT run_jobs_pkey PRIMARY KEY (id);
 
@@ -440,6 +461,12 @@ ALTER TABLE ONLY public.runs
 
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+
+ALTER TABLE ONLY public.storage_sync_objects
+    ADD CONSTRAINT storage_sync_objects_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.storage_sync_objects
+    ADD CONSTRAINT storage_sync_objects_project_id_path_key UNIQUE (project_id, path);
 
 ALTER TABLE ONLY public.style_guides
     ADD CONSTRAINT style_guides_pkey PRIMARY KEY (id);
@@ -480,6 +507,8 @@ CREATE INDEX ix_provider_calls_run ON public.provider_calls USING btree (run_id,
 CREATE INDEX ix_quality_reports_project_created ON public.quality_reports USING btree (project_id, created_at DESC);
 
 CREATE INDEX ix_run_candidates_job_index ON public.run_candidates USING btree (job_id, candidate_index);
+
+CREATE INDEX ix_run_job_claims_run ON public.run_job_claims USING btree (run_id, expires_at);
 
 CREATE INDEX ix_run_jobs_run_status ON public.run_jobs USING btree (run_id, status);
 
@@ -598,6 +627,12 @@ ALTER TABLE ONLY public.run_candidates
 ALTER TABLE ONLY public.run_candidates
     ADD CONSTRAINT run_candidates_output_asset_id_fkey FOREIGN KEY (output_asset_id) REFERENCES public.assets(id) ON DELETE SET NULL;
 
+ALTER TABLE ONLY public.run_job_claims
+    ADD CONSTRAINT run_job_claims_job_id_fkey FOREIGN KEY (job_id) REFERENCES public.run_jobs(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.run_job_claims
+    ADD CONSTRAINT run_job_claims_run_id_fkey FOREIGN KEY (run_id) REFERENCES public.runs(id) ON DELETE CASCADE;
+
 ALTER TABLE ONLY public.run_jobs
     ADD CONSTRAINT run_jobs_final_asset_id_fkey FOREIGN KEY (final_asset_id) REFERENCES public.assets(id) ON DELETE SET NULL;
 
@@ -606,6 +641,9 @@ ALTER TABLE ONLY public.run_jobs
 
 ALTER TABLE ONLY public.runs
     ADD CONSTRAINT runs_project_id_fkey FOREIGN KEY (project_id) REFERENCES public.projects(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.storage_sync_objects
+    ADD CONSTRAINT storage_sync_objects_project_id_fkey FOREIGN KEY (project_id) REFERENCES public.projects(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.style_guides
     ADD CONSTRAINT style_guides_project_id_fkey FOREIGN KEY (project_id) REFERENCES public.projects(id) ON DELETE CASCADE;

@@ -22,7 +22,7 @@ CREATE TABLE project_index (
     status TEXT NOT NULL CHECK (status IN ('active', 'archived', 'deleted')),
     root_dir TEXT NOT NULL,
     created_at TEXT NOT NULL CHECK (created_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'),
-    updated_at TEXT NOT NULL CHECK (updated_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'),
+    updated_at TEXT NOT NULL CHECK (updated_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'), backend TEXT NOT NULL DEFAULT 'sqlite' CHECK (backend IN ('sqlite', 'postgres')), db_schema TEXT,
     UNIQUE (owner_user_id, slug)
 );
 

@@ -348,3 +348,24 @@ CREATE INDEX ix_provider_calls_project_created ON provider_calls (project_id, cr
 CREATE INDEX ix_provider_calls_run ON provider_calls (run_id, created_at ASC);
 
 CREATE INDEX ix_cost_events_run ON cost_events (run_id, created_at ASC);
+
+CREATE TABLE run_job_claims (
+    job_id TEXT PRIMARY KEY REFERENCES run_jobs (id) ON DELETE CASCADE CHECK (length(job_id) = 36 AND job_id = lower(job_id)),
+    run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE CHECK (length(run_id) = 36 AND run_id = lower(run_id)),
+    worker_id TEXT NOT NULL,
+    expires_at TEXT NOT NULL CHECK (expires_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'),
+    created_at TEXT NOT NULL CHECK (created_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z')
+);
+
+CREATE INDEX ix_run_job_claims_run ON run_job_claims (run_id, expires_at);
+
+CREATE TABLE storage_sync_objects (
+    id TEXT PRIMARY KEY CHECK (length(id) = 36 AND id = lower(id)),
+    project_id TEXT NOT NULL REFERENCES projects (id) ON DELETE CASCADE CHECK (length(project_id) = 36 AND project_id = lower(project_id)),
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    etag TEXT,
+    synced_at TEXT NOT NULL CHECK (synced_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'),
+    UNIQUE (project_id, path)
+);

@@ -18,7 +18,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from iat.audit import repo as audit
 from iat.clock import utcnow
@@ -164,8 +164,25 @@ class ProjectDirectory:
 
     def create(self, slug: str, name: str, description: str, settings: dict,
                local_project_root: str | None) -> ProjectHandle:
-        """Builds the project in a temporary sibling folder and renames it into place, so a crash never leaves
-        a half-made project; only then is it added to the index."""
+        """A new, empty project (its row, storage policy and audit event)."""
+        owner = self.app.current_user()
+        project_id = str(uuid.uuid4())
+
+        def fill(store: Store, staging: Path, root: Path) -> None:
+            store.write(repo.create_project, owner,
+                        {"id": project_id, "slug": slug, "name": name, "description": description,
+                         "settings_json": settings},
+                        {"local_base_dir": str(root.parent), "local_project_root": str(root)}, utcnow())
+
+        return self.adopt(slug, project_id, name, fill, local_project_root=local_project_root)
+
+    def adopt(self, slug: str, project_id: str, name: str, fill: Callable[[Store, Path, Path], None], *,
+              local_project_root: str | None = None) -> ProjectHandle:
+        """Makes a project from what `fill(store, staging, root)` writes: its rows into `store` (a new database
+        with the current schema and no rows) and its files into the folder `staging`, which becomes the project's
+        folder `root`. The folder is built beside its final place and renamed into place, so a crash or a failing
+        `fill` never leaves a half-made project; only then is it added to the index. `fill` must write the
+        project row with this `project_id`, `slug` and `name` (an import rewrites the package's)."""
         owner = self.app.current_user()
         root = self.resolve_root(slug, local_project_root)
         with self._slug_lock(slug):
@@ -176,16 +193,12 @@ class ProjectDirectory:
             root.parent.mkdir(parents=True, exist_ok=True)
             staging = root.parent / f".{root.name}.creating-{uuid.uuid4().hex[:8]}"
             staging.mkdir()
-            project_id = str(uuid.uuid4())
             now = utcnow()
             try:
                 (staging / "assets").mkdir()
                 store = Store.open_sqlite(staging / DB_NAME, "project")
                 try:
-                    store.write(repo.create_project, owner,
-                                {"id": project_id, "slug": slug, "name": name, "description": description,
-                                 "settings_json": settings},
-                                {"local_base_dir": str(root.parent), "local_project_root": str(root)}, now)
+                    fill(store, staging, root)
                 finally:
                     store.close()
                 if root.exists():

@@ -21,8 +21,9 @@ from iat.errors import MigrationFailed, SchemaVersionError
 Chain = Literal["app", "project"]
 
 _CHAINS: dict[Chain, tuple[str, ...]] = {
-    "app": ("app_0001_initial",),
-    "project": ("project_0001_canonical", "project_0002_asset_kind_pages", "project_0003_provider_ledger"),
+    "app": ("app_0001_initial", "app_0002_project_backend"),
+    "project": ("project_0001_canonical", "project_0002_asset_kind_pages", "project_0003_provider_ledger",
+                "project_0004_job_claims", "project_0005_sync_state"),
 }
 
 VERSION_TABLE = Table("schema_migrations", (
