@@ -39,6 +39,13 @@ class App:
         self.redactor.add(self.token)
         if settings.secrets_passphrase:
             self.redactor.add(settings.secrets_passphrase)
+        if settings.studio_database_url:  # its password, should a driver's message quote the URL
+            from urllib.parse import unquote, urlparse
+
+            password = urlparse(settings.studio_database_url).password
+            if password:
+                self.redactor.add(unquote(password))
+                self.redactor.add(password)
         self.started_transports: dict[str, dict] = {}
         self.stopping = threading.Event()  # set when shutdown begins: transports admit no new calls
         self.shutdown_requested = threading.Event()  # set by system.shutdown and signals: the runner stops

@@ -166,6 +166,13 @@ class MigrationFailed(IATError):
     code, name, http_status = -32031, "migration_failed", 500
 
 
+class DatabaseUnavailable(IATError):
+    """A shared database server (the studio's PostgreSQL) cannot be reached or refused the connection; nothing was
+    changed. Another attempt may help once it is back."""
+
+    code, name, http_status = -32033, "database_unavailable", 503
+
+
 class ShuttingDown(IATError):
     code, name, http_status = -32050, "shutting_down", 503
 

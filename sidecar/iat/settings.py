@@ -27,6 +27,12 @@ class Settings:
     secrets_passphrase: str | None = None
     # The user's models folder (IAT_MODELS_DIR); None: <home>/models.
     models_path: Path | None = None
+    # Studio mode (IAT_STUDIO_DATABASE_URL): a shared PostgreSQL database where projects created with backend
+    # "postgres" live, each in a schema of its own. It carries credentials: never logged or reported.
+    studio_database_url: str | None = None
+    # How long a runner's claim on a job lasts without renewal (IAT_CLAIM_LEASE_SECONDS): after it, another runner
+    # (another workstation) takes the job over.
+    claim_lease_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -52,6 +58,10 @@ class Settings:
             settings = replace(settings, secrets_passphrase=env["IAT_SECRETS_PASSPHRASE"])
         if env.get("IAT_MODELS_DIR"):
             settings = replace(settings, models_path=Path(env["IAT_MODELS_DIR"]).expanduser().resolve())
+        if env.get("IAT_STUDIO_DATABASE_URL"):
+            settings = replace(settings, studio_database_url=env["IAT_STUDIO_DATABASE_URL"])
+        if env.get("IAT_CLAIM_LEASE_SECONDS"):
+            settings = replace(settings, claim_lease_seconds=max(1.0, float(env["IAT_CLAIM_LEASE_SECONDS"])))
         if env.get("IAT_LOG_LEVEL"):
             settings = replace(settings, log_level=env["IAT_LOG_LEVEL"].upper())
         return replace(settings, **overrides)

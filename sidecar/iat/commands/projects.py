@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from iat.commands.common import AbsolutePath, BackgroundEngine, ProjectRef, ProjectRoot, Slug
-from iat.errors import ConfirmationRequired, Conflict, InvalidParams
+from iat.errors import ConfirmationRequired, Conflict, DatabaseUnavailable, InvalidParams, NotFound
 from iat.lazy import lazy_import
 from iat.registry import Params, Result, command
 
@@ -23,6 +23,8 @@ class ProjectOut(Result):
     status: Literal["active", "archived", "deleted"]
     settings_json: dict
     root_dir: str
+    backend: Literal["sqlite", "postgres"] = Field(description="sqlite: the project's own project.db; postgres: a "
+                                                               "studio project on the shared database")
     created_at: datetime
     updated_at: datetime
 
@@ -33,6 +35,7 @@ class ProjectSummary(Result):
     name: str
     status: Literal["active", "archived", "deleted"]
     root_dir: str
+    backend: Literal["sqlite", "postgres"]
     created_at: datetime
     updated_at: datetime
 
@@ -77,6 +80,15 @@ class CreateParams(Params):
     settings_json: ProjectSettings = Field(default_factory=ProjectSettings)
     local_project_root: ProjectRoot | None = Field(None, description="Absolute folder of the project (empty or "
                                                    "new; also outside the data home); default <home>/projects/<slug>")
+    backend: Literal["sqlite", "postgres"] = Field(
+        "sqlite", description="Where the project's rows live: its own project.db in the folder, or (studio mode) a "
+                              "schema of its own in the studio's shared PostgreSQL database (IAT_STUDIO_DATABASE_URL)")
+
+
+class AttachParams(Params):
+    slug: Slug
+    local_project_root: ProjectRoot | None = Field(None, description="Absolute folder for this workstation's copy of "
+                                                   "the project's files; default <home>/projects/<slug>")
 
 
 class ListParams(Params):
@@ -112,7 +124,7 @@ class Deleted(Result):
 
 
 def _out(handle, row: dict) -> ProjectOut:
-    return ProjectOut.model_validate({**row, "root_dir": str(handle.root)})
+    return ProjectOut.model_validate({**row, "root_dir": str(handle.root), "backend": handle.backend})
 
 
 def _change(ctx, slug: str, changes: dict, event: str) -> ProjectOut:
@@ -122,12 +134,12 @@ def _change(ctx, slug: str, changes: dict, event: str) -> ProjectOut:
 
 
 @command("projects.create", params=CreateParams, result=ProjectOut, route=("POST", "/api/projects"), mutating=True,
-         errors=(Conflict,))
+         errors=(Conflict, DatabaseUnavailable))
 def create(ctx, p: CreateParams) -> ProjectOut:
     """Creates a project: its folder, its own project.db with the canonical schema, and its storage policy."""
     try:
         handle = ctx.app.projects.create(p.slug, p.name, p.description, _settings(ctx, p.settings_json),
-                                         p.local_project_root)
+                                         p.local_project_root, backend=p.backend)
     except OSError as exc:
         if p.local_project_root is None:
             raise  # the data home itself fails: a fault of this machine, not of the request
@@ -145,6 +157,18 @@ def list_projects(ctx, p: ListParams) -> ProjectList:
     """Lists the current user's projects (active and archived; filter with status)."""
     rows = ctx.app.projects.list(p.status)
     return ProjectList(items=[ProjectSummary.model_validate(r) for r in rows])
+
+
+@command("projects.attach", params=AttachParams, result=ProjectOut, route=("POST", "/api/studio/projects/{slug}/attach"),
+         mutating=True, errors=(Conflict, NotFound, DatabaseUnavailable))
+def attach(ctx, p: AttachParams) -> ProjectOut:
+    """Opens a studio project (on the shared PostgreSQL database) that another workstation made, so this sidecar
+    works on it too: its runs, assets and events are shared; its files are this workstation's copy (S3 mirrors
+    them)."""
+    handle = ctx.app.projects.attach(p.slug, p.local_project_root)
+    row = handle.store.read(repo.get_project, handle.id)
+    ctx.app.events.publish("project.attached", {"project_id": handle.id, "slug": p.slug})
+    return _out(handle, row)
 
 
 @command("projects.get", params=ProjectRef, result=ProjectOut, route=("GET", "/api/projects/{slug}"))

@@ -40,6 +40,16 @@ SQLITE_PRAGMAS = {
 }
 
 
+class SchemaPostgresDatabase(PooledPostgresqlDatabase):
+    """PostgreSQL with the tables in one schema (`iat_schema`, on the connections' search_path): peewee's table
+    listing looks there rather than in `public`."""
+
+    iat_schema = "public"
+
+    def get_tables(self, schema=None):
+        return super().get_tables(schema or self.iat_schema)
+
+
 def _shutting_down() -> IATError:
     return ShuttingDown("the database is closed: the sidecar is shutting down")
 
@@ -72,13 +82,17 @@ class Store:
         return store
 
     @classmethod
-    def open_postgres(cls, dsn: str, chain: migrations.Chain) -> Store:
+    def open_postgres(cls, dsn: str, chain: migrations.Chain, *, schema: str | None = None) -> Store:
+        """A PostgreSQL database; with `schema`, every table lives in that schema (it must exist): a studio keeps
+        each project in a schema of its own in one shared database."""
         url = urlparse(dsn)
-        database = PooledPostgresqlDatabase(
+        options = {"options": f"-c search_path={schema}"} if schema else {}
+        database = SchemaPostgresDatabase(
             unquote(url.path.lstrip("/")) or "postgres", host=url.hostname, port=url.port or 5432,
             user=unquote(url.username or "") or None, password=unquote(url.password or "") or None,
-            max_connections=32, stale_timeout=300, timeout=30)
-        store = cls(database, chain, label=f"pg-{url.path.lstrip('/')}")
+            max_connections=32, stale_timeout=300, timeout=30, **options)
+        database.iat_schema = schema or "public"
+        store = cls(database, chain, label=f"pg-{url.path.lstrip('/')}" + (f"-{schema}" if schema else ""))
         # A shared PostgreSQL is backed up by its operator (pg_dump); SQLite files are backed up by us.
         store._migrate(backup=None)
         return store

@@ -26,6 +26,7 @@ from iat.db.models import ProjectIndex
 from iat.db.store import Store
 from iat.errors import Conflict, NotFound
 from iat.projects import repo
+from iat.studio import catalog
 
 if TYPE_CHECKING:
     from iat.app import App
@@ -41,6 +42,7 @@ class ProjectHandle:
     slug: str
     root: Path
     store: Store
+    backend: str = "sqlite"  # or "postgres": a studio project, shared with other workstations
 
     @property
     def files_dir(self) -> Path:
@@ -117,11 +119,15 @@ class ProjectDirectory:
                 return handle
             entry = self._entry(slug)
             root = Path(entry["root_dir"])
-            db_path = root / DB_NAME
-            if not db_path.is_file():
-                raise NotFound(f"project {slug!r} is indexed but its database is missing at {db_path}",
-                               details={"slug": slug, "root_dir": str(root)})
-            store = Store.open_sqlite(db_path, "project")
+            if entry["backend"] == "postgres":
+                store = Store.open_postgres(self._studio_url(), "project", schema=entry["db_schema"])
+                (root / "assets").mkdir(parents=True, exist_ok=True)  # this workstation's copy of the files
+            else:
+                db_path = root / DB_NAME
+                if not db_path.is_file():
+                    raise NotFound(f"project {slug!r} is indexed but its database is missing at {db_path}",
+                                   details={"slug": slug, "root_dir": str(root)})
+                store = Store.open_sqlite(db_path, "project")
             store.closed_error = lambda: NotFound(f"project {slug!r} was deleted or closed",
                                                   details={"slug": slug})
             try:
@@ -130,7 +136,7 @@ class ProjectDirectory:
                 store.close()
                 raise Conflict(f"the folder {root} holds another project than {slug!r}",
                                details={"slug": slug, "root_dir": str(root)}) from None
-            handle = ProjectHandle(entry["id"], slug, root, store)
+            handle = ProjectHandle(entry["id"], slug, root, store, entry["backend"])
             with self._lock:
                 self._open[slug] = handle
             return handle
@@ -163,7 +169,7 @@ class ProjectDirectory:
         return self.app.settings.projects_dir / slug
 
     def create(self, slug: str, name: str, description: str, settings: dict,
-               local_project_root: str | None) -> ProjectHandle:
+               local_project_root: str | None, *, backend: str = "sqlite") -> ProjectHandle:
         """A new, empty project (its row, storage policy and audit event)."""
         owner = self.app.current_user()
         project_id = str(uuid.uuid4())
@@ -174,16 +180,21 @@ class ProjectDirectory:
                          "settings_json": settings},
                         {"local_base_dir": str(root.parent), "local_project_root": str(root)}, utcnow())
 
-        return self.adopt(slug, project_id, name, fill, local_project_root=local_project_root)
+        return self.adopt(slug, project_id, fill, local_project_root=local_project_root, backend=backend)
 
-    def adopt(self, slug: str, project_id: str, name: str, fill: Callable[[Store, Path, Path], None], *,
-              local_project_root: str | None = None) -> ProjectHandle:
+    def adopt(self, slug: str, project_id: str, fill: Callable[[Store, Path, Path], None], *,
+              local_project_root: str | None = None, backend: str = "sqlite") -> ProjectHandle:
         """Makes a project from what `fill(store, staging, root)` writes: its rows into `store` (a new database
         with the current schema and no rows) and its files into the folder `staging`, which becomes the project's
         folder `root`. The folder is built beside its final place and renamed into place, so a crash or a failing
-        `fill` never leaves a half-made project; only then is it added to the index. `fill` must write the
-        project row with this `project_id`, `slug` and `name` (an import rewrites the package's)."""
+        `fill` never leaves a half-made project; only then is it added to the index, with the name, status and
+        times of the project row `fill` wrote (with this `project_id` and `slug`: an import rewrites the package's).
+
+        `backend` "postgres" puts the rows in a new schema of the studio's shared database instead of project.db,
+        and adds the project to the studio's catalog (where other workstations find it); the folder then holds
+        this workstation's copy of the files."""
         owner = self.app.current_user()
+        studio_url = self._studio_url() if backend == "postgres" else None
         root = self.resolve_root(slug, local_project_root)
         with self._slug_lock(slug):
             if self._find(slug) is not None:
@@ -194,34 +205,94 @@ class ProjectDirectory:
             staging = root.parent / f".{root.name}.creating-{uuid.uuid4().hex[:8]}"
             staging.mkdir()
             now = utcnow()
+            schema = catalog.schema_for(project_id) if studio_url else None
             try:
                 (staging / "assets").mkdir()
-                store = Store.open_sqlite(staging / DB_NAME, "project")
+                if studio_url:
+                    catalog.create_schema(studio_url, schema)
+                    store = Store.open_postgres(studio_url, "project", schema=schema)
+                else:
+                    store = Store.open_sqlite(staging / DB_NAME, "project")
                 try:
                     fill(store, staging, root)
+                    row = store.read(repo.get_project, project_id)  # the index mirrors what fill wrote
                 finally:
                     store.close()
+                if row["slug"] != slug:
+                    raise Conflict(f"the project's row names slug {row['slug']!r}, not {slug!r}",
+                                   details={"slug": slug})
+                if studio_url:
+                    catalog.register(studio_url, project_id, slug, row["name"], schema, now)
                 if root.exists():
                     root.rmdir()  # empty (checked above)
                 os.replace(staging, root)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
+                if studio_url:
+                    self._drop_studio_project(studio_url, project_id, schema)
                 raise
 
             def index() -> None:
-                ProjectIndex.insert(id=project_id, owner_user_id=owner["id"], slug=slug, name=name,
-                                    status="active", root_dir=str(root), created_at=now, updated_at=now).execute()
+                ProjectIndex.insert(id=project_id, owner_user_id=owner["id"], slug=slug, name=row["name"],
+                                    status=row["status"], root_dir=str(root), backend=backend, db_schema=schema,
+                                    created_at=row["created_at"], updated_at=row["updated_at"]).execute()
 
             try:
                 self.app.app_store.write(index)
             except BaseException:
                 shutil.rmtree(root, ignore_errors=True)
+                if studio_url:
+                    self._drop_studio_project(studio_url, project_id, schema)
                 raise
             return self.open(slug)
 
+    def attach(self, slug: str, local_project_root: str | None = None) -> ProjectHandle:
+        """Opens a studio project another workstation made: found by slug in the studio's catalog, indexed here
+        with a local folder for this workstation's copy of its files."""
+        owner = self.app.current_user()
+        studio_url = self._studio_url()
+        root = self.resolve_root(slug, local_project_root)
+        with self._slug_lock(slug):
+            if self._find(slug) is not None:
+                raise Conflict(f"project {slug!r} already exists here", details={"slug": slug})
+            entry = catalog.find(studio_url, slug)
+            if root.exists() and any(p.name != "assets" for p in root.iterdir()):
+                raise Conflict(f"the folder {root} exists and is not empty", details={"root_dir": str(root)})
+            store = Store.open_postgres(studio_url, "project", schema=entry["db_schema"])
+            try:
+                row = store.read(repo.get_project, entry["id"])
+            finally:
+                store.close()
+            (root / "assets").mkdir(parents=True, exist_ok=True)
+            now = utcnow()
+
+            def index() -> None:
+                ProjectIndex.insert(id=entry["id"], owner_user_id=owner["id"], slug=slug, name=row["name"],
+                                    status=row["status"], root_dir=str(root), backend="postgres",
+                                    db_schema=entry["db_schema"], created_at=now, updated_at=now).execute()
+
+            self.app.app_store.write(index)
+            return self.open(slug)
+
+    def _studio_url(self) -> str:
+        url = self.app.settings.studio_database_url
+        if not url:
+            raise Conflict("no studio database is configured (IAT_STUDIO_DATABASE_URL): projects on PostgreSQL "
+                           "need one", details={"setting": "IAT_STUDIO_DATABASE_URL"})
+        return url
+
+    @staticmethod
+    def _drop_studio_project(url: str, project_id: str, schema: str) -> None:
+        try:
+            catalog.unregister(url, project_id)
+            catalog.drop_schema(url, schema)
+        except Exception:  # noqa: BLE001 - the failure being handled is the one to report
+            log.exception("could not remove the studio schema %s of a project that was not made", schema)
+
     def delete(self, slug: str, *, purge: bool) -> dict:
         """Marks the project deleted in its own database, moves its folder to the trash (or removes it when
-        `purge`), and drops it from the index. Returns where the folder went."""
+        `purge`), and drops it from the index. Returns where the folder went. A studio project's rows stay in the
+        shared database (marked deleted) unless `purge`, which drops its schema for every workstation."""
         owner = self.app.current_user()
         with self._slug_lock(slug):
             handle = self.open(slug)
@@ -243,6 +314,9 @@ class ProjectDirectory:
                 raise
         if purge:
             shutil.rmtree(trash, ignore_errors=True)
+            if handle.backend == "postgres":  # the studio's rows go too, for every workstation
+                entry_schema = catalog.schema_for(handle.id)
+                self._drop_studio_project(self._studio_url(), handle.id, entry_schema)
             return {"id": handle.id, "slug": slug, "trash_dir": None}
         return {"id": handle.id, "slug": slug, "trash_dir": str(trash)}
 
