@@ -11,7 +11,8 @@ moving a project to PostgreSQL.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import peewee
 
@@ -48,36 +49,47 @@ def _page(model: type[peewee.Model], after) -> list[dict]:
     return list(query.dicts())
 
 
-def _rows(src: Store, model: type[peewee.Model]) -> Iterator[list[dict]]:
-    """All of a table's rows, a page per read: memory stays flat. `src` must not change meanwhile (a package's
-    database, or a snapshot taken with the backup API)."""
-    after = None
-    while batch := src.read(_page, model, after):
-        yield batch
-        after = batch[-1][model._meta.primary_key.name]
+@contextmanager
+def _snapshot(src: Store) -> Iterator[Callable[[type[peewee.Model]], Iterator[list[dict]]]]:
+    """One read transaction on `src` for the whole copy, so the rows copied are one consistent state of it even
+    while others write (SQLite: a WAL read snapshot; PostgreSQL: REPEATABLE READ). It runs on whichever thread
+    copies (the destination's writer), binding the models to `src` only while a page is read, so the
+    destination's binding on that thread is back in place for each insert."""
+    database = src.database
+    begin = {} if src.is_sqlite else {"isolation_level": "REPEATABLE READ"}
+    with src.lease(), database.connection_context(), database.atomic(**begin):
+        def pages(model: type[peewee.Model]) -> Iterator[list[dict]]:
+            after = None
+            while True:
+                with database.bind_ctx(src._models, False, False):
+                    batch = _page(model, after)
+                if not batch:
+                    return
+                yield batch
+                after = batch[-1][model._meta.primary_key.name]
+
+        yield pages
 
 
 def copy(src: Store, dst: Store, *, include_secrets: bool = True,
          rewrite: dict[str, Rewrite] | None = None) -> dict[str, int]:
     """Copies every project row from `src` into `dst` (whose tables must be empty) in one write transaction on
-    `dst`, so a failure leaves `dst` as it was; `src` must not change meanwhile. `rewrite` maps a table name to a function applied to each of its
-    rows (to give the project a new id, slug or folder, say). Returns the rows written per table."""
+    `dst`, so a failure leaves `dst` as it was, reading `src` in one read transaction, so what is copied is one
+    consistent state of `src` while others go on writing to it. `rewrite` maps a table name to a function applied
+    to each of its rows (to give the project a new id, slug or folder, say). Returns the rows written per table."""
     rewrite = rewrite or {}
     models = tables(include_secrets)
 
-    def batches() -> Iterable[tuple[type[peewee.Model], list[dict]]]:
-        for model in models:
-            fix = rewrite.get(model._meta.table_name)
-            for batch in _rows(src, model):
-                rows = [r for r in (fix(dict(row)) if fix else row for row in batch) if r is not None]
-                yield model, rows
-
     def write() -> dict[str, int]:
         written = {m._meta.table_name: 0 for m in models}
-        for model, rows in batches():
-            if rows:
-                model.insert_many(rows).execute()
-            written[model._meta.table_name] += len(rows)
+        with _snapshot(src) as pages:
+            for model in models:
+                fix = rewrite.get(model._meta.table_name)
+                for batch in pages(model):
+                    rows = [r for r in (fix(dict(row)) if fix else row for row in batch) if r is not None]
+                    if rows:
+                        model.insert_many(rows).execute()
+                    written[model._meta.table_name] += len(rows)
         return written
 
     return dst.write(write)
