@@ -17,7 +17,7 @@ PRODUCT_MODULES = {
     "PIL": "pillow", "numpy": "numpy", "onnxruntime": "onnxruntime", "rembg.sessions.u2net_custom": "rembg",
     "scipy.sparse.linalg": "scipy",
     "boto3": "boto3", "cryptography": "cryptography", "keyring": "keyring", "openai": "openai", "vosk": "vosk",
-    "sounddevice": "sounddevice", "pyttsx3": "pyttsx3",
+    "sounddevice": "sounddevice", "pyttsx3": "pyttsx3", "psycopg2": "psycopg2-binary",
 }
 
 

@@ -78,7 +78,7 @@ def bare_env(tmp_path: Path) -> dict[str, str]:
 # Distribution names as `doctor --json` reports them under "modules".
 PRODUCT_DISTRIBUTIONS = [
     "pydantic", "peewee", "aiohttp", "platformdirs", "pillow", "numpy", "onnxruntime", "rembg", "scipy",
-    "boto3", "cryptography", "keyring", "openai", "vosk", "sounddevice", "pyttsx3",
+    "boto3", "cryptography", "keyring", "openai", "vosk", "sounddevice", "pyttsx3", "psycopg2-binary",
 ]
 BOTOCORE_SERVICES = {"s3", "sts", "sso", "sso-oidc", "signin"}
 # What build/iat-sidecar.spec excludes because only rembg's package __init__ (rembg.bg) needs it: none of it may
