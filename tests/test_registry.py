@@ -39,7 +39,8 @@ def test_mutating_commands_are_the_ones_that_change_state():
                         "images.remove_background", "images.upscale", "images.color_correct", "quality.check",
                         "secrets.set", "secrets.delete", "secrets.rotate_key", "providers.configure",
                             "providers.enable", "providers.disable", "providers.check",
-                        "models.install", "models.download", "models.remove"}
+                        "models.install", "models.download", "models.remove",
+                        "exports.create", "exports.import"}
 
 
 def test_a_duplicate_command_name_fails_at_import():

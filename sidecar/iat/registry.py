@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "iat.commands.users",
     "iat.commands.projects",
     "iat.commands.storage",
+    "iat.commands.exports",
     "iat.commands.audit",
     "iat.commands.assets",
     "iat.commands.style_guides",
