@@ -89,3 +89,12 @@ def pg_database(pg_dsn: str):
     yield urlunparse(url._replace(path=f"/{name}"))
     admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     admin.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """The loopback S3 API server scripts/test starts (moto_server, scripts/lib/s3.sh)."""
+    endpoint = os.environ.get("IAT_TEST_S3_ENDPOINT")
+    if not endpoint:
+        missing_real_part("S3 API server (IAT_TEST_S3_ENDPOINT; scripts/test starts moto_server)")
+    return endpoint

@@ -30,8 +30,8 @@ def test_every_command_is_documented_and_has_schemas():
 
 def test_mutating_commands_are_the_ones_that_change_state():
     mutating = {c.name for c in load_commands() if c.mutating}
-    assert mutating == {"projects.create", "projects.attach", "projects.update", "projects.archive", "projects.unarchive",
-                        "projects.delete", "storage.set", "assets.import", "assets.link",
+    assert mutating == {"projects.create", "projects.attach", "projects.move", "projects.update", "projects.archive", "projects.unarchive",
+                        "projects.delete", "storage.set", "storage.sync", "assets.import", "assets.link",
                         "style_guides.create", "style_guides.update", "style_guides.set_default",
                         "reference_sets.create", "reference_sets.add_item", "reference_sets.remove_item",
                         "characters.create", "characters.update", "prompt_templates.create",

@@ -322,8 +322,9 @@ CREATE TABLE public.storage_sync_objects (
     project_id uuid NOT NULL,
     path text NOT NULL,
     sha256 text NOT NULL,
-    size_bytes integer NOT NULL,
+    size_bytes numeric(20,0) NOT NULL,
     etag text,
+    mtime_ns numeric(20,0),
     synced_at timestamp with time zone NOT NULL
 );
 

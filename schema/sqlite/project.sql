@@ -364,8 +364,9 @@ CREATE TABLE storage_sync_objects (
     project_id TEXT NOT NULL REFERENCES projects (id) ON DELETE CASCADE CHECK (length(project_id) = 36 AND project_id = lower(project_id)),
     path TEXT NOT NULL,
     sha256 TEXT NOT NULL,
-    size_bytes INTEGER NOT NULL,
+    size_bytes NUMERIC(20,0) NOT NULL,
     etag TEXT,
+    mtime_ns NUMERIC(20,0),
     synced_at TEXT NOT NULL CHECK (synced_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'),
     UNIQUE (project_id, path)
 );

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from iat.plugins import LazyRegistry
     from iat.projects.directory import ProjectDirectory
     from iat.secrets.vault import Vault
+    from iat.studio.notify import StudioBridge
 
 
 class App:
@@ -46,6 +47,7 @@ class App:
             if password:
                 self.redactor.add(unquote(password))
                 self.redactor.add(password)
+            self.events.on_subscribe = lambda: self.studio_bridge  # other workstations' events, once a client listens
         self.started_transports: dict[str, dict] = {}
         self.stopping = threading.Event()  # set when shutdown begins: transports admit no new calls
         self.shutdown_requested = threading.Event()  # set by system.shutdown and signals: the runner stops
@@ -58,6 +60,7 @@ class App:
         self._vault: Vault | None = None
         self._ledger: Ledger | None = None
         self._models: ModelStore | None = None
+        self._studio_bridge: StudioBridge | None = None
 
     # --- databases and services, opened on first use ---
 
@@ -143,7 +146,25 @@ class App:
                 from iat.pipeline.runner import Runner
 
                 self._runner = Runner(self, threads=self.settings.runner_threads)
+                from iat.sync.s3 import subscribe as mirror_runs  # settings_json.s3_sync_after_run
+
+                mirror_runs(self)
             return self._runner
+
+    @property
+    def studio_bridge(self) -> StudioBridge | None:
+        """Studio projects' events to and from other workstations (LISTEN/NOTIFY); None without a studio database.
+        Started on first use: when a client subscribes to events or a studio project opens."""
+        if not self.settings.studio_database_url:
+            return None
+        with self._lock:
+            if self._studio_bridge is None:
+                from iat.studio.notify import StudioBridge
+
+                self._studio_bridge = StudioBridge(self, self.settings.studio_database_url)
+            bridge = self._studio_bridge
+        bridge.start()
+        return bridge
 
     def cancel_runs(self, slug: str) -> None:
         """Stops the project's runs in this process, if any (before the project is deleted)."""
@@ -174,9 +195,12 @@ class App:
             projects, self._projects = self._projects, None
             store, self._app_store = self._app_store, None
             runner, self._runner = self._runner, None
+            bridge, self._studio_bridge = self._studio_bridge, None
         if runner is not None:
             runner.close()
         self.events.close()
+        if bridge is not None:  # after the bus delivered its last events to it
+            bridge.close()
         if projects is not None:
             projects.close_all()
         if store is not None:

@@ -60,6 +60,9 @@ class ProjectSettings(BaseModel):
         None, ge=0, le=1e9, strict=True, description="What the project's provider calls may cost in all (USD): a run whose "
                                         "estimate exceeds what is left needs confirm_budget, and calls stop once it "
                                         "is spent (default: no budget)")
+    s3_sync_after_run: bool | None = Field(
+        None, strict=True, description="Push each run's new files to the project's S3 mirror when the run ends "
+                                       "(needs S3 enabled in the storage policy; default: off)")
 
 
 def _settings(ctx, settings: ProjectSettings | None) -> dict | None:
