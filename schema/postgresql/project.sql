@@ -274,8 +274,10 @@ CREATE TABLE public.run_job_claims (
     job_id uuid NOT NULL,
     run_id uuid NOT NULL,
     worker_id text NOT NULL,
+    purpose text DEFAULT 'job'::text NOT NULL,
     expires_at timestamp with time zone NOT NULL,
-    created_at timestamp with time zone NOT NULL
+    created_at timestamp with time zone NOT NULL,
+    CONSTRAINT run_job_claims_purpose_check CHECK ((purpose = ANY (ARRAY['job'::text, 'finish'::text])))
 );
 
 CREATE TABLE public.run_jobs (

@@ -353,6 +353,7 @@ CREATE TABLE run_job_claims (
     job_id TEXT PRIMARY KEY REFERENCES run_jobs (id) ON DELETE CASCADE CHECK (length(job_id) = 36 AND job_id = lower(job_id)),
     run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE CHECK (length(run_id) = 36 AND run_id = lower(run_id)),
     worker_id TEXT NOT NULL,
+    purpose TEXT NOT NULL DEFAULT 'job' CHECK (purpose IN ('job', 'finish')),
     expires_at TEXT NOT NULL CHECK (expires_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'),
     created_at TEXT NOT NULL CHECK (created_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z')
 );

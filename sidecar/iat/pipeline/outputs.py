@@ -9,6 +9,10 @@ jobs) and its run log, all stored as assets of the run, and a results folder to 
 
 Result images are hard links to the content-addressed files where the filesystem allows (no second copy), else
 copies. The folder is a view: it is rebuilt from the rows whenever a run finishes.
+
+On a studio project several workstations make a run's candidates, each keeping the files it made: the finisher
+fetches the files it lacks from the project's S3 mirror first; files still missing (no mirror) are drawn as
+missing tiles on the contact sheet, left out of the results folder, and counted in the run log.
 """
 
 from __future__ import annotations
@@ -47,11 +51,13 @@ def finish_run(work: _RunWork, snapshot: dict, status: str) -> dict:
     results.mkdir(parents=True)
     pages = [jobs[i:i + JOBS_PER_PAGE] for i in range(0, len(jobs), JOBS_PER_PAGE)] or [[]]
     made: dict = {"contact_sheet_pages": []}
+    missing: set[str] = set()
     for number, page_jobs in enumerate(pages, start=1):
         candidates = work.read(repo.list_candidates, [j["id"] for j in page_jobs])
         reports = work.read(repo.reports_for, [c["id"] for c in candidates])
         asset_ids = {a["asset_id"] for c in candidates for a in _images(c)}
         assets = work.read(_assets_by_id, project_id, sorted(asset_ids))
+        _fetch_missing(work, assets.values())
         sheet_run = _sheet(run, snapshot, page_jobs, candidates, reports, assets, status, root)
         suffix = "" if number == 1 else f"-{number}"
         png, html = work.run_dir / f"contact_sheet{suffix}.png", work.run_dir / f"contact_sheet{suffix}.html"
@@ -63,7 +69,11 @@ def finish_run(work: _RunWork, snapshot: dict, status: str) -> dict:
             page[f"{key}_asset_id"], page[f"{key}_path"] = row["id"], where
             _place(Path(where), results / path.name)
         made["contact_sheet_pages"].append(page)
-        _place_results(results, page_jobs, candidates, reports, assets, root)
+        missing |= _place_results(results, page_jobs, candidates, reports, assets, root)
+    if missing:
+        work.log.write("files_missing", count=len(missing), asset_ids=sorted(missing)[:50],
+                       note="made on another workstation and not on the project's S3 mirror: left out of the "
+                            "results and shown as missing on the contact sheet")
     first = made["contact_sheet_pages"][0]
     made.update({"contact_sheet_asset_id": first["png_asset_id"], "contact_sheet_path": first["png_path"],
                  "contact_sheet_html_asset_id": first["html_asset_id"],
@@ -135,6 +145,12 @@ def _sheet(run: dict, snapshot: dict, jobs: list[dict], candidates: list[dict], 
                           provider=snapshot["provider"], root=root)
 
 
+def _fetch_missing(work: _RunWork, assets) -> None:
+    lacking = [a["storage_uri"] for a in assets if not files.abs_path(work.handle.root, a["storage_uri"]).exists()]
+    if lacking:
+        work._sync("pull_paths", lacking)
+
+
 def _place(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -150,8 +166,10 @@ def _images(candidate: dict) -> list[dict]:
 
 
 def _place_results(folder: Path, jobs: list[dict], candidates: list[dict], reports: dict, assets: dict,
-                   root: Path) -> None:
-    """Each image of the jobs' candidates with its JSON sidecar, and each job's final.png."""
+                   root: Path) -> set[str]:
+    """Each image of the jobs' candidates with its JSON sidecar, and each job's final.png; returns the ids of the
+    assets whose files are not here (made on another workstation)."""
+    missing: set[str] = set()
     by_job: dict[str, list[dict]] = {}
     for cand in candidates:
         by_job.setdefault(cand["job_id"], []).append(cand)
@@ -161,7 +179,11 @@ def _place_results(folder: Path, jobs: list[dict], candidates: list[dict], repor
             for item in _images(cand):
                 asset = assets[item["asset_id"]]
                 stem = folder / job["job_key"] / f"c{cand['candidate_index']}-{item['step']}"
-                _place(files.abs_path(root, asset["storage_uri"]), stem.with_suffix(".png"))
+                src = files.abs_path(root, asset["storage_uri"])
+                if not src.exists():
+                    missing.add(asset["id"])
+                    continue
+                _place(src, stem.with_suffix(".png"))
                 sidecar = {"asset_id": asset["id"], "sha256": asset["sha256"], "storage_uri": asset["storage_uri"],
                            "run_id": job["run_id"], "job_id": job["id"], "job_key": job["job_key"],
                            "candidate_id": cand["id"], "candidate_index": cand["candidate_index"],
@@ -172,4 +194,9 @@ def _place_results(folder: Path, jobs: list[dict], candidates: list[dict], repor
                 stem.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, sort_keys=True, default=str))
         if job["final_asset_id"]:
             final = assets[job["final_asset_id"]]
-            _place(files.abs_path(root, final["storage_uri"]), folder / job["job_key"] / "final.png")
+            src = files.abs_path(root, final["storage_uri"])
+            if src.exists():
+                _place(src, folder / job["job_key"] / "final.png")
+            else:
+                missing.add(final["id"])
+    return missing

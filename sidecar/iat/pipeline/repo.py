@@ -83,6 +83,25 @@ def update_run(project_id: str, run_id: str, changes: dict, event: str | None = 
     return get_run(project_id, run_id)
 
 
+def start_run(project_id: str, run_id: str, now: datetime) -> bool:
+    """planned -> running, once: False when another runner started it first (it is joined, not started again)."""
+    moved = Run.update(status="running", started_at=now).where(
+        (Run.project_id == project_id) & (Run.id == run_id) & (Run.status == "planned")).execute()
+    if moved:
+        audit.record(project_id, None, "run.started", {"run_id": run_id})
+    return bool(moved)
+
+
+def end_run(project_id: str, run_id: str, status: str, now: datetime, event: str, payload: dict) -> bool:
+    """running -> its final status, once (guarded in SQL: UPDATE ... WHERE status = 'running'); False when the run
+    had already ended (another runner finished it), then nothing is recorded."""
+    moved = Run.update(status=status, finished_at=now).where(
+        (Run.project_id == project_id) & (Run.id == run_id) & Run.status.in_(ACTIVE_RUN)).execute()
+    if moved:
+        audit.record(project_id, None, event, {"run_id": run_id, **payload})
+    return bool(moved)
+
+
 def job_counts(run_id: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for (status,) in RunJob.select(RunJob.status).where(RunJob.run_id == run_id).tuples():

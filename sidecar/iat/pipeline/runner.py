@@ -9,11 +9,15 @@ SIGKILL) finishes on the next start with every job done once:
   written in one transaction, then its event is published; a candidate without a row is redone from its seed
   (same bytes), and files of a candidate that died before its commit are swept as orphans on resume;
 - a job is finished (ranked, its best candidate chosen) in one transaction once all its candidates are;
-- a file lock per run (runs/<run_id>/.lock) keeps two processes on one app home (the desktop app and
-  `iat-sidecar run`) from working on the same run.
+- jobs are claimed (iat.pipeline.claims): several runners (two processes on one app home, workstations sharing
+  a studio project on PostgreSQL) drain one run together, each job worked on by one runner at a time, a dead
+  runner's job taken over when its lease runs out (at once for a dead process of this host), and the run
+  finished by exactly one of them once every job is; a runner whose jobs are done while others still hold claims
+  waits for them (polling with a short backoff), then claims or finishes.
 
 `runs.cancel` sets the run's cancel event, which every stage checks: the jobs left are marked failed (canceled)
-and the run ends partial or failed. A sidecar that stops leaves its run `running`, to be resumed (stopping sets
+and the run ends partial or failed. The marks are the cancel request other runners see: a runner whose claimed
+job is finished under it reads why on its next heartbeat and stops too. A sidecar that stops leaves its run `running`, to be resumed (stopping sets
 the cancel events too, so calls waiting on a provider give up at once; their candidates are redone).
 
 Every provider call goes through the App's ledger (attempts, retries, cost, budget). When the project's budget
@@ -32,16 +36,14 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from filelock import FileLock, Timeout
-
 from iat.assets import repo as assets_repo
 from iat.assets import store as files
 from iat.assets.register import write_with_files
 from iat.audit import repo as audit
 from iat.cancel import Cancelled
 from iat.clock import utcnow
-from iat.errors import BudgetExhausted, IATError
-from iat.pipeline import ranking, repo
+from iat.errors import BudgetExhausted, Conflict, IATError
+from iat.pipeline import claims, ranking, repo
 from iat.knowledge.rules import parse_rules
 from iat.pipeline.candidate import CandidateWork, Tools, run_candidate
 from iat.pipeline.post import mark_near_duplicates
@@ -54,6 +56,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUNS_DIR = "runs"
+BACKOFF_MIN_S = 0.05  # waiting on other runners' jobs: first poll, doubling up to
+BACKOFF_MAX_S = 1.0  # (or lease/3 when shorter)
+HEARTBEAT_TICK_S = 1.0  # how often a runner looks for a cancel made elsewhere (leases renew every lease/3)
 
 
 class _Stopped(Exception):
@@ -74,6 +79,8 @@ class Runner:
         self._thread: threading.Thread | None = None
         self.idle = threading.Event()
         self.idle.set()
+        self.worker = claims.new_worker_id()  # names this runner in the claims it holds
+        self.lease_s = float(app.settings.claim_lease_seconds)
 
     # --- the queue ---
 
@@ -174,11 +181,7 @@ class Runner:
         with self.app.projects.lease(slug) as handle:  # a project gone meanwhile: an IATError, logged by _loop
             run_dir = handle.root / RUNS_DIR / run_id
             run_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                with FileLock(str(run_dir / ".lock"), timeout=0):
-                    _RunWork(self, handle, run_id, run_dir).run()
-            except Timeout:
-                log.info("run %s is being worked on by another process; leaving it", run_id)
+            _RunWork(self, handle, run_id, run_dir).run()
 
 
 class _RunWork:
@@ -193,6 +196,11 @@ class _RunWork:
         self.cancel = runner._cancel.get(run_id) or threading.Event()
         self.budget_spent = threading.Event()  # the budget refused a call: no new work, the run ends
         self.log = RunLog(run_dir / "run.jsonl", self.app.redactor.scrub)
+        self.worker = runner.worker
+        self.lease_s = runner.lease_s
+        self.beat_stop = threading.Event()
+        self.order: dict[str, int] = {}
+        self.first_job_id: str | None = None
 
     # -- helpers --
 
@@ -218,49 +226,113 @@ class _RunWork:
             return
         snapshot = run["settings_snapshot_json"]
         self.qa_duplicate_distance = parse_rules(snapshot["style_guide"]["rules_json"]).qa.duplicate_max_distance
-        order = {job["job_key"]: i for i, job in enumerate(snapshot["jobs"])}
-        jobs = sorted(self.read(repo.list_jobs, self.run_id), key=lambda j: order[j["job_key"]])
-        resumed = run["status"] == "running"
-        if resumed:
-            removed = self._sweep()
-            self.log.write("resumed", run_id=self.run_id, orphans_removed=len(removed))
-        else:
-            self.log.write("started", run_id=self.run_id, provider=snapshot["provider"], jobs=len(jobs),
-                           candidates=snapshot["candidates"], stages=snapshot["stages"])
-        self.write(repo.update_run, self.handle.id, self.run_id,
-                   {"status": "running", "started_at": run["started_at"] or utcnow()},
-                   "run.resumed" if resumed else "run.started")
-        self.publish("run.started", resumed=resumed, jobs_total=len(jobs))
+        self.order = {job["job_key"]: i for i, job in enumerate(snapshot["jobs"])}
+        jobs = sorted(self.read(repo.list_jobs, self.run_id), key=lambda j: self.order[j["job_key"]])
+        self.first_job_id = jobs[0]["id"] if jobs else None
+        state = self.read(claims.run_state, self.run_id, self.worker, utcnow())
+        if run["status"] == "running" and not state.claimable and state.others_live:
+            return  # other runners hold every job left (or are finishing it): nothing to do here
+        joined = run["status"] == "running" and state.others_live > 0
+        if run["status"] == "planned":
+            if self.write(repo.start_run, self.handle.id, self.run_id, utcnow()):
+                self.log.write("started", run_id=self.run_id, provider=snapshot["provider"], jobs=len(jobs),
+                               candidates=snapshot["candidates"], stages=snapshot["stages"], worker=self.worker)
+            else:
+                joined = True  # another runner started it a moment ago
+        elif joined:
+            self.log.write("joined", run_id=self.run_id, worker=self.worker, others=state.others_live)
+        else:  # interrupted (a crash, a stop): nobody else is on it
+            removed = self._sweep() if not self.read(claims.others_live_in_project, self.worker, utcnow()) else []
+            self.log.write("resumed", run_id=self.run_id, orphans_removed=len(removed), worker=self.worker)
+            self.write(repo.update_run, self.handle.id, self.run_id,
+                       {"status": "running", "started_at": run["started_at"] or utcnow()}, "run.resumed")
+        self.publish("run.started", resumed=run["status"] == "running", joined=joined, jobs_total=len(jobs))
         try:
             tools = self._tools(snapshot)
         except IATError as exc:  # the provider is gone, disabled, lacks its key, or its key cannot be read
             self.log.write("provider_unusable", error={"name": exc.name, "message": exc.message})
+            if self.read(claims.run_state, self.run_id, self.worker, utcnow()).others_live:
+                return  # another workstation can run it: this one leaves it to them
             self._cancel_rest({"error": {"name": exc.name, "message": exc.message}})
             self._finish(snapshot, products=False)
             return
-        by_key = {job["job_key"]: job for job in snapshot["jobs"]}
-        done_jobs = sum(1 for j in jobs if j["status"] in repo.FINISHED_JOB)
+        beat = threading.Thread(target=self._heartbeat, name=f"iat-claims-{self.run_id[:8]}", daemon=True)
+        beat.start()
         try:
-            for job in jobs:
-                if job["status"] in repo.FINISHED_JOB:
-                    continue
-                self.check()
-                self._job(snapshot, job, by_key[job["job_key"]], tools)
-                done_jobs += 1
-                self.publish("run.progress", jobs_done=done_jobs, jobs_total=len(jobs))
-        except _Stopped:
+            self._drain(snapshot, tools, len(jobs))
+        finally:
+            self.beat_stop.set()
+            beat.join()
+
+    def _drain(self, snapshot: dict, tools: Tools, jobs_total: int) -> None:
+        """Claims and works jobs until none is left, then finishes the run when no other runner holds a claim on
+        it (or leaves it to the one that does)."""
+        by_key = {job["job_key"]: job for job in snapshot["jobs"]}
+        backoff = BACKOFF_MIN_S
+        while True:
             if self.runner._stop.is_set():
                 self.log.write("interrupted", reason="the sidecar is stopping")
+                self.write(claims.release, self.run_id, self.worker)  # others may take the jobs at once
                 return  # stays running: resumed on the next start
-            if self.budget_spent.is_set() and not self.cancel.is_set():
-                self._cancel_rest({"stopped": "budget"})
-                self._finish(snapshot, stopped="budget")
-                return
-            self._cancel_rest()
+            run = self.read(repo.get_run, self.handle.id, self.run_id)
+            if run["status"] not in repo.ACTIVE_RUN:
+                return  # another runner finished it
+            state = self.read(claims.run_state, self.run_id, self.worker, utcnow())
+            if state.canceled and not self.cancel.is_set():
+                self.cancel.set()  # canceled elsewhere: the marks on its jobs say so
+            if state.stopped == "budget":
+                self.budget_spent.set()
+            stopping = self.cancel.is_set() or self.budget_spent.is_set()
+            if stopping and state.unfinished:
+                budget = self.budget_spent.is_set() and not self.cancel.is_set()
+                self._cancel_rest({"stopped": "budget"} if budget else None)
+                continue
             if self.runner.abandoned(self.run_id):  # its project is being deleted: let go of it at once
                 self._finish(snapshot, products=False)
                 return
-        self._finish(snapshot)
+            if not state.unfinished:
+                if not state.others_live and self.write(claims.claim_finish, self.run_id, self.first_job_id,
+                                                        self.worker, self.lease_s, utcnow()):
+                    self._finish(snapshot, stopped="budget" if state.stopped == "budget" else None)
+                    return
+            elif not stopping:
+                job_row = self.write(claims.claim_next, self.run_id, self.order, self.worker, self.lease_s,
+                                     utcnow())
+                if job_row is not None:
+                    backoff = BACKOFF_MIN_S
+                    try:
+                        self._job(snapshot, job_row, by_key[job_row["job_key"]], tools)
+                    except _Stopped:
+                        continue  # the loop's top says why and what follows
+                    done = sum(n for s, n in self.read(repo.job_counts, self.run_id).items()
+                               if s in repo.FINISHED_JOB)
+                    self.publish("run.progress", jobs_done=done, jobs_total=jobs_total)
+                    continue
+            # Every job left is someone else's (or the run is being finished): wait for them to end or expire.
+            self.runner._stop.wait(backoff)
+            backoff = min(backoff * 2, min(BACKOFF_MAX_S, self.lease_s / 3))
+
+    def _heartbeat(self) -> None:
+        """Renews this runner's leases every lease/3 and, more often, looks whether a job it holds was finished
+        under it: canceled (or stopped by the budget) on another workstation, this runner stops too."""
+        tick = min(HEARTBEAT_TICK_S, self.lease_s / 3)
+        renewed = time.monotonic()
+        while not self.beat_stop.wait(tick):
+            try:
+                if time.monotonic() - renewed >= self.lease_s / 3:
+                    self.write(claims.renew, self.run_id, self.worker, self.lease_s, utcnow())
+                    renewed = time.monotonic()
+                for job in self.read(claims.held_jobs, self.run_id, self.worker):
+                    if job["status"] in repo.FINISHED_JOB:
+                        if job["meta_json"].get("canceled"):
+                            self.cancel.set()
+                        elif job["meta_json"].get("stopped") == "budget":
+                            self.budget_spent.set()
+            except IATError as exc:  # the project closing under the run: the run's own calls report it
+                log.info("run %s: heartbeat stopped: %s", self.run_id, exc.message)
+                return
+            except Exception:  # noqa: BLE001 - a database hiccup: the next beat tries again
+                log.exception("run %s: heartbeat failed", self.run_id)
 
     def _tools(self, snapshot: dict) -> Tools:
         """The run's provider, called through the ledger with the project's account (its current endpoint and
@@ -314,12 +386,14 @@ class _RunWork:
             except _Stopped:
                 stopped = True
         if stopped:
+            # Let go of the job: it is finished as canceled, or left for whoever resumes it.
+            self.write(claims.release, self.run_id, self.worker, job_row["id"])
             raise _Stopped()
-        self._finish_job(job_row, job)
+        self._finish_job(job_row, job, k)
 
     def _candidate(self, snapshot: dict, job_row: dict, job: dict, index: int, tools: Tools) -> None:
         self.check()
-        workdir = self.run_dir / "work" / f"{job['job_key']}-{index}"
+        workdir = self.run_dir / "work" / f"{job['job_key']}-{index}-{self.worker.rsplit('/', 1)[-1]}"
         workdir.mkdir(parents=True, exist_ok=True)
 
         def progress(step: str) -> None:
@@ -376,7 +450,14 @@ class _RunWork:
                 "rank_soft_warnings": soft, "rank_avg_chroma_exceed": work.qa["avg_chroma_exceed"],
                 "meta_json": meta}, {**work.qa, "asset_id": rows[work.final_index]["id"]}, now)
 
-        row = write_with_files(self.handle, staged, commit)
+        try:
+            row = write_with_files(self.handle, staged, commit)
+        except Conflict:
+            # Another runner committed this candidate first (it took the job over while this one's lease had
+            # lapsed): its row stands, this copy's files are dropped (write_with_files removed what no row names).
+            self._duplicate(job, work.index)
+            return
+        self._sync("push_paths", [file.stored.rel_uri for file in staged])
         self.log.write("candidate", job_key=job["job_key"], candidate_index=work.index, seed=work.seed,
                        status=status, hard_failures=hard, soft_warnings=soft, candidate_id=row["id"],
                        final_asset_id=row["final_asset_id"])
@@ -388,16 +469,48 @@ class _RunWork:
                 "candidate_index": index, "status": "failed",
                 "meta_json": {"seed": job["seeds"][index], "error": error}}, None, utcnow())
 
-        self.write(commit)
+        try:
+            self.write(commit)
+        except Conflict:
+            self._duplicate(job, index)
+            return
         self.log.write("candidate", job_key=job["job_key"], candidate_index=index, status="failed", error=error)
         self.publish("candidate.finished", job_key=job["job_key"], candidate_index=index, status="failed")
 
-    def _finish_job(self, job_row: dict, job: dict) -> None:
+    def _duplicate(self, job: dict, index: int) -> None:
+        self.log.write("candidate_already_recorded", job_key=job["job_key"], candidate_index=index,
+                       worker=self.worker)
+
+    def _sync(self, name: str, rel_paths: list[str]) -> None:
+        """Studio projects keep files on S3: a candidate's files go up from the workstation that made them, and the
+        finisher fetches what it lacks. Nothing to do for a local project, or while the S3 module is absent."""
+        if getattr(self.handle, "backend", "sqlite") != "postgres" or not rel_paths:
+            return
+        try:
+            from iat.sync import s3
+        except ImportError:
+            return
+        fn = getattr(s3, name, None)
+        if fn is None:
+            return
+        try:
+            fn(self.app, self.handle, rel_paths)
+        except Exception as exc:  # noqa: BLE001 - the rows are committed; a file not mirrored is reported
+            log.warning("run %s: %s of %d file(s) failed: %s", self.run_id, name, len(rel_paths), exc)
+            self.log.write("sync_failed", operation=name, files=len(rel_paths), error=type(exc).__name__)
+
+    def _finish_job(self, job_row: dict, job: dict, k: int) -> None:
 
         project_id = self.handle.id
 
-        def finish() -> dict:
+        def finish() -> dict | None:
+            current = claims.lock_job(job_row["id"])  # one runner finishes a job, the others find it finished
+            if current is None or current["status"] in repo.FINISHED_JOB:
+                claims.release(self.run_id, self.worker, job_row["id"])
+                return None
             candidates = repo.list_candidates([job_row["id"]])
+            if len({c["candidate_index"] for c in candidates}) < k:
+                return None  # cannot happen while candidates are only added: kept as a guard, never a half job
             reports = repo.reports_for([c["id"] for c in candidates])
             checked = [c for c in candidates if c["status"] != "failed"]
             # Near-duplicates are judged among siblings once all are in: the same answer whatever the order.
@@ -421,15 +534,20 @@ class _RunWork:
                 chosen = next(c for c in checked if c["candidate_index"] == best.index)
                 changes = {"status": "done", "selected_candidate_index": best.index,
                            "final_asset_id": chosen["final_asset_id"]}
-            changes["meta_json"] = {**job_row["meta_json"], "ranking": order}
+            changes["meta_json"] = {**current["meta_json"], "ranking": order}
             repo.update_job(job_row["id"], changes)
+            claims.release(self.run_id, self.worker, job_row["id"])
             audit.record(project_id, None, "job.finished", {"run_id": self.run_id, "job_id": job_row["id"],
                                                             "status": changes["status"],
-                                                            "selected": changes["selected_candidate_index"]})
+                                                            "selected": changes["selected_candidate_index"],
+                                                            "worker_id": self.worker})
             return changes
 
         changes = self.write(finish)
-        self.log.write("job", job_key=job["job_key"], status=changes["status"],
+        if changes is None:
+            self.log.write("job_finished_elsewhere", job_key=job["job_key"], worker=self.worker)
+            return
+        self.log.write("job", job_key=job["job_key"], status=changes["status"], worker=self.worker,
                        selected_candidate_index=changes["selected_candidate_index"], ranking=changes["meta_json"]
                        ["ranking"])
         self.publish("job.finished", job_key=job["job_key"], status=changes["status"],
@@ -449,12 +567,15 @@ class _RunWork:
         self.log.write("canceled" if "canceled" in why else "stopped", jobs_left=left, **why)
 
     def _finish(self, snapshot: dict, products: bool = True, stopped: str | None = None) -> None:
+        """Ends the run: its contact sheet and results, then its status, once (repo.end_run); the caller holds the
+        finish claim (or is the only runner, its project going away)."""
         from iat.pipeline import outputs
 
         counts = self.read(repo.job_counts, self.run_id)
         done = counts.get("done", 0)
         total = sum(counts.values())
         status = "done" if done == total else "partial" if done else "failed"
+        canceled = self.cancel.is_set() or self.read(claims.run_state, self.run_id, self.worker, utcnow()).canceled
         made: dict = {}
         if products:
             try:
@@ -465,8 +586,16 @@ class _RunWork:
                 made = {"products_error": type(exc).__name__}
         if stopped:
             made["stopped"] = stopped
-        self.write(repo.update_run, self.handle.id, self.run_id, {"status": status, "finished_at": utcnow()},
-                   "run.canceled" if self.cancel.is_set() else "run.finished",
-                   {"status": status, "jobs": counts, **made})
+
+        def end() -> bool:
+            ended = repo.end_run(self.handle.id, self.run_id, status, utcnow(),
+                                 "run.canceled" if canceled else "run.finished",
+                                 {"status": status, "jobs": counts, "worker_id": self.worker, **made})
+            claims.release(self.run_id, self.worker)
+            return ended
+
+        if not self.write(end):
+            self.log.write("finished_elsewhere", worker=self.worker)
+            return
         self.publish("run.finished", status=status, jobs=counts, **made)
         shutil.rmtree(self.run_dir / "work", ignore_errors=True)

@@ -6,14 +6,11 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from filelock import FileLock, Timeout
-
 from iat.audit import repo as audit
 from iat.clock import utcnow
 from iat.errors import ConfirmationRequired, Conflict, IATError, InvalidParams
 from iat.knowledge import repo as knowledge_repo
 from iat.pipeline import planner, repo
-from iat.pipeline.runner import RUNS_DIR
 from iat.pipeline.shots import parse_shots
 
 if TYPE_CHECKING:
@@ -240,16 +237,23 @@ def cancel(app: App, slug: str, run_id: str, actor_id: str) -> tuple[dict, dict]
         raise Conflict(f"run {run_id} is {row['status']} ({row['run_mode']}): nothing to cancel",
                        details={"run_id": run_id, "status": row["status"], "run_mode": row["run_mode"]})
     if not app.runner.cancel(run_id):
-        # Nobody here works on it: finish it as canceled now, unless another process holds it.
-        run_dir = handle.root / RUNS_DIR / run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            with FileLock(str(run_dir / ".lock"), timeout=0):
-                handle.store.write(_cancel_now, handle.id, run_id, actor_id)
-        except Timeout:
-            raise Conflict(f"run {run_id} is being worked on by another process; cancel it there",
-                           details={"run_id": run_id}) from None
+        # Nobody here works on it: finish it as canceled now, or, while other runners hold claims on it (another
+        # process, another workstation), mark its jobs left canceled: they read it on their next heartbeat, stop,
+        # and one of them ends the run.
+        handle.store.write(_cancel_elsewhere, handle.id, run_id, actor_id, app.runner.worker)
     return handle.store.read(lambda: (repo.get_run(handle.id, run_id), repo.job_counts(run_id)))
+
+
+def _cancel_elsewhere(project_id: str, run_id: str, actor_id: str, worker: str) -> None:
+    from iat.pipeline import claims
+
+    if not claims.run_state(run_id, worker, utcnow()).others_live:
+        _cancel_now(project_id, run_id, actor_id)
+        return
+    for job in repo.list_jobs(run_id):
+        if job["status"] not in repo.FINISHED_JOB:
+            repo.update_job(job["id"], {"status": "failed", "meta_json": {**job["meta_json"], "canceled": True}})
+    audit.record(project_id, actor_id, "run.cancel_requested", {"run_id": run_id})
 
 
 def _cancel_now(project_id: str, run_id: str, actor_id: str) -> None:
