@@ -24,10 +24,13 @@ import os
 import shutil
 import sqlite3
 import stat
+import queue
 import tarfile
+import threading
 import time
 import uuid
 import zipfile
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
 
@@ -180,24 +183,76 @@ def _entry(path: str, digest, size: int) -> dict:
     return {"path": path, "sha256": digest.hexdigest(), "size": size}
 
 
+class _GzipPipe:
+    """The tar stream, gzipped on a thread of its own: the caller reads and hashes the files while this thread
+    deflates what came before (zlib and hashlib release the GIL), as `tar czf` pipes tar into gzip. Writes are
+    gathered into 1 MiB pieces; a bounded queue keeps memory flat."""
+
+    def __init__(self, out: _HashingWriter, level: int):
+        self.out = out
+        self.deflate = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: a gzip member
+        self.pieces: queue.Queue = queue.Queue(maxsize=8)
+        self.pending = bytearray()
+        self.pos = 0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="iat-export-gzip", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        ended = False
+        try:
+            while (piece := self.pieces.get()) is not None:
+                self.out.write(self.deflate.compress(piece))
+            ended = True
+            self.out.write(self.deflate.flush())
+        except BaseException as exc:  # noqa: BLE001 - handed to the writing thread
+            self.error = exc
+            while not ended and self.pieces.get() is not None:  # drain: the writer never blocks on a full queue
+                pass
+
+    def write(self, data) -> int:
+        if self.error is not None:
+            raise self.error
+        self.pending += data
+        self.pos += len(data)
+        if len(self.pending) >= CHUNK:
+            self.pieces.put(bytes(self.pending))
+            self.pending.clear()
+        return len(data)
+
+    def tell(self) -> int:
+        return self.pos
+
+    def close(self) -> None:
+        if self.pending:
+            self.pieces.put(bytes(self.pending))
+            self.pending.clear()
+        self.pieces.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def _write_tar_gz(out: _HashingWriter, files, db: Path, finish: Callable[[list[dict]], bytes], tick: _Ticker):
     listed: list[dict] = []
     mtime = time.time()
-    # gzip on our writer: zlib at gzip's level, the tar stream through it; files added with 1 MiB copies.
-    with tarfile.open(fileobj=out, mode="w:gz", compresslevel=GZIP_LEVEL, format=tarfile.PAX_FORMAT,
-                      copybufsize=CHUNK) as tar:
-        for name, real, size in [(mf.DB_FILE, str(db), db.stat().st_size), *files]:
-            with open(real, "rb") as f:
-                info = tarfile.TarInfo(name)
-                info.size, info.mtime, info.mode = os.fstat(f.fileno()).st_size, mtime, 0o644
-                reader = _HashingReader(f)
-                tar.addfile(info, reader)
-            listed.append(_entry(name, reader.digest, reader.size))
-            tick.add(reader.size)
-        data = finish(listed)
-        info = tarfile.TarInfo(mf.MANIFEST)
-        info.size, info.mtime, info.mode = len(data), mtime, 0o644
-        tar.addfile(info, _HashingReader(_BytesReader(data)))
+    pipe = _GzipPipe(out, GZIP_LEVEL)
+    try:
+        with tarfile.open(fileobj=pipe, mode="w", format=tarfile.PAX_FORMAT, copybufsize=CHUNK) as tar:
+            for name, real, _size in [(mf.DB_FILE, str(db), 0), *files]:
+                with open(real, "rb") as f:
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mtime, info.mode = os.fstat(f.fileno()).st_size, mtime, 0o644
+                    reader = _HashingReader(f)
+                    tar.addfile(info, reader)
+                listed.append(_entry(name, reader.digest, reader.size))
+                tick.add(reader.size)
+            data = finish(listed)
+            info = tarfile.TarInfo(mf.MANIFEST)
+            info.size, info.mtime, info.mode = len(data), mtime, 0o644
+            tar.addfile(info, _BytesReader(data))
+    finally:
+        pipe.close()
 
 
 class _BytesReader:
