@@ -228,7 +228,7 @@ class _Sync:
             paginator = self.client.get_paginator("list_objects_v2")
             for lp in prefixes:
                 for page in paginator.paginate(Bucket=self.bucket, Prefix=lp):
-                    for o in page.get("Contents", ()):
+                    for o in page.get("IatContents", page.get("Contents", ())):
                         key = o["Key"]
                         rel = key[len(self.base):]
                         if key.endswith("/") or not files.wanted(rel, subset):
