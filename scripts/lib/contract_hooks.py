@@ -15,6 +15,8 @@
   a config the named provider accepts (else its defaults, {}). Negative cases go out as generated.
 - Generated import paths name nothing on this machine, so positive assets.import cases import the pictures
   scripts/contract seeded in the sidecar's home folder (IAT_CONTRACT_IMAGES): the success path is fuzzed too.
+- Generated package paths name nothing (or no package) on this machine, so positive exports.import cases import a
+  genuine package this module makes once in the scratch folder: the success path is fuzzed too.
 - models.download must never reach outside this machine: every case whose URL the sidecar would accept (positive
   or not) gets the URL of a loopback server this module runs, which serves one small super-resolution model
   (built with tests/onnx_models in the scratch folder). Positive models.download and models.install cases name that
@@ -63,6 +65,9 @@ def before_call(ctx, case, **kwargs):
     if case.operation.method.upper() == "POST" and case.operation.path in (_MODELS, _DOWNLOAD) \
             and isinstance(body, dict):
         _models_on_loopback(case.operation.path, body, positive)
+    if positive and case.operation.method.upper() == "POST" and case.operation.path == _EXPORTS_IMPORT \
+            and isinstance(body, dict):
+        body["path"] = _package()
     if positive and case.operation.method.upper() == "POST" and case.operation.path == _IMPORT and _IMAGES:
         paths = body.get("paths")
         if isinstance(paths, list) and paths:
@@ -74,6 +79,26 @@ _SHOT_LISTS = ("/api/projects/{slug}/runs", "/api/projects/{slug}/runs/plan")
 _IMPORT = "/api/projects/{slug}/assets/import"
 _CONFIGURE = "/api/projects/{slug}/providers/{provider_code}"
 _MODELS, _DOWNLOAD = "/api/models", "/api/models/download"
+_EXPORTS_IMPORT = "/api/exports/import"
+
+
+@functools.cache
+def _package() -> str:
+    """A genuine export package (a small project made in a home of its own in the scratch folder): generated
+    package paths name nothing on this machine, so positive exports.import cases import this one."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "sidecar"))
+    from iat.app import App
+    from iat.settings import Settings
+    from iat.transfer.export import write_package
+
+    base = Path(_ROOTS).parent / "export-package"
+    app = App(Settings.from_env({}, home=base / "home"))
+    try:
+        app.projects.create("contract-package", "Contract package", "", {}, None)
+        made = write_package(app, app.projects.open("contract-package"), "tar.gz", base / "out")
+    finally:
+        app.close()
+    return made["path"]
 
 
 @functools.cache

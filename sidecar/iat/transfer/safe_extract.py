@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from iat.errors import PayloadTooLarge
-from iat.transfer.manifest import check_name, refuse
+from iat.transfer.manifest import MANIFEST, check_name, refuse
 
 CHUNK = 1 << 20
 _O_BINARY = getattr(os, "O_BINARY", 0)
@@ -314,6 +314,10 @@ def extract(path: Path, dest: Path, limits: Limits, progress: Progress | None = 
     """Unpacks the package at `path` (a .tar.gz, a .zip, or a folder; told apart by content) into the empty
     folder `dest`; returns every file's path -> (sha256, size)."""
     if path.is_dir():
+        # Checked before anything is copied: a folder that is no package (the user's home, "/") is not walked.
+        if not (path / MANIFEST).is_file() or (path / MANIFEST).is_symlink():
+            raise refuse("missing_manifest", f"the folder {path} is not a package (no manifest.json in it)",
+                         path=str(path))
         return copy_folder(path, dest, limits, progress)
     with open(path, "rb") as f:
         head = f.read(4)
