@@ -102,6 +102,9 @@ class Sidecar:
             resume_unfinished(self.app)
         except Exception:  # noqa: BLE001 - the sidecar serves on; the runs wait for the next start
             log.exception("looking for unfinished runs failed")
+        from iat.pipeline import studio_watch
+
+        studio_watch.start(self.app)  # runs of studio projects started on other workstations
 
     def stop(self) -> None:
         self.app.stopping.set()  # from here new messages are answered shutting_down

@@ -33,6 +33,8 @@ class Settings:
     # How long a runner's claim on a job lasts without renewal (IAT_CLAIM_LEASE_SECONDS): after it, another runner
     # (another workstation) takes the job over.
     claim_lease_seconds: float = 60.0
+    # How often a sidecar looks for runs of its studio projects started elsewhere (IAT_STUDIO_POLL_SECONDS).
+    studio_poll_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -62,6 +64,8 @@ class Settings:
             settings = replace(settings, studio_database_url=env["IAT_STUDIO_DATABASE_URL"])
         if env.get("IAT_CLAIM_LEASE_SECONDS"):
             settings = replace(settings, claim_lease_seconds=max(1.0, float(env["IAT_CLAIM_LEASE_SECONDS"])))
+        if env.get("IAT_STUDIO_POLL_SECONDS"):
+            settings = replace(settings, studio_poll_seconds=max(0.1, float(env["IAT_STUDIO_POLL_SECONDS"])))
         if env.get("IAT_LOG_LEVEL"):
             settings = replace(settings, log_level=env["IAT_LOG_LEVEL"].upper())
         return replace(settings, **overrides)
