@@ -61,6 +61,8 @@ class App:
         self._ledger: Ledger | None = None
         self._models: ModelStore | None = None
         self._studio_bridge: StudioBridge | None = None
+        self._bridge_lock = threading.Lock()  # not self._lock: a service made under it may subscribe to events
+        self._bridge_closed = False
 
     # --- databases and services, opened on first use ---
 
@@ -157,7 +159,9 @@ class App:
         Started on first use: when a client subscribes to events or a studio project opens."""
         if not self.settings.studio_database_url:
             return None
-        with self._lock:
+        with self._bridge_lock:
+            if self._bridge_closed:
+                return None
             if self._studio_bridge is None:
                 from iat.studio.notify import StudioBridge
 
@@ -195,7 +199,9 @@ class App:
             projects, self._projects = self._projects, None
             store, self._app_store = self._app_store, None
             runner, self._runner = self._runner, None
+        with self._bridge_lock:
             bridge, self._studio_bridge = self._studio_bridge, None
+            self._bridge_closed = True
         if runner is not None:
             runner.close()
         self.events.close()

@@ -29,10 +29,14 @@ class EventBus:
         self._queue: queue.Queue = queue.Queue(max_pending)
         self._thread: threading.Thread | None = None
         self._closed = False
+        # Called (outside the lock) on each subscribe: the App starts its studio event bridge once a client listens.
+        self.on_subscribe: Callable[[], object] | None = None
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
         with self._lock:
             self._subscribers.append(fn)
+        if self.on_subscribe is not None:
+            self.on_subscribe()
 
         def unsubscribe() -> None:
             with self._lock:

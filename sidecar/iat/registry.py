@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "iat.commands.system",
     "iat.commands.users",
     "iat.commands.projects",
+    "iat.commands.studio",
     "iat.commands.storage",
     "iat.commands.exports",
     "iat.commands.audit",

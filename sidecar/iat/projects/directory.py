@@ -139,6 +139,9 @@ class ProjectDirectory:
             handle = ProjectHandle(entry["id"], slug, root, store, entry["backend"])
             with self._lock:
                 self._open[slug] = handle
+            bridge = self.app.studio_bridge if entry["backend"] == "postgres" else None
+            if bridge is not None:  # its events reach the other workstations
+                bridge.watch(entry["id"])
             return handle
 
     @contextmanager

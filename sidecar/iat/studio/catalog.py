@@ -40,20 +40,25 @@ def _ident(schema: str) -> str:
     return schema
 
 
-@contextmanager
-def connect(url: str) -> Iterator:
-    """One autocommit connection to the studio database, for the catalog and schema DDL."""
+def open_connection(url: str, **options):
+    """A new psycopg2 connection to the studio database (`options`: libpq's, e.g. keepalives)."""
     import psycopg2
 
     parsed = urlparse(url)
     try:
-        conn = psycopg2.connect(dbname=unquote(parsed.path.lstrip("/")) or "postgres", host=parsed.hostname,
+        return psycopg2.connect(dbname=unquote(parsed.path.lstrip("/")) or "postgres", host=parsed.hostname,
                                 port=parsed.port or 5432, user=unquote(parsed.username or "") or None,
-                                password=unquote(parsed.password or "") or None, connect_timeout=10)
+                                password=unquote(parsed.password or "") or None, connect_timeout=10, **options)
     except psycopg2.OperationalError as exc:  # its message may quote the host, never the password
         raise DatabaseUnavailable(f"the studio database at {parsed.hostname}:{parsed.port or 5432} cannot be "
                                   f"reached: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}",
                                   details={"host": parsed.hostname, "port": parsed.port or 5432}) from None
+
+
+@contextmanager
+def connect(url: str) -> Iterator:
+    """One autocommit connection to the studio database, for the catalog and schema DDL."""
+    conn = open_connection(url)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
