@@ -44,6 +44,9 @@ def test_a_project_made_on_one_workstation_opens_on_another(workstations, pg_dat
 
     a.call("projects.update", slug="shared", description="changed on A")
     assert b.call("projects.get", slug="shared")["description"] == "changed on A"
+    b.call("projects.update", slug="shared", name="Renamed on B")  # B's user is one of the project's users
+    assert a.call("projects.get", slug="shared")["name"] == "Renamed on B"
+    assert b.call("audit.list", slug="shared")["items"][0]["actor_user_id"] == b.app.current_user()["id"]
     assert [e["event_code"] for e in b.call("audit.list", slug="shared")["items"]][:1] == ["project.updated"]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import threading
 import uuid
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from iat.audit import repo as audit
 from iat.clock import utcnow
-from iat.db.models import ProjectIndex
+from iat.db.models import AppUser, ProjectIndex
 from iat.db.store import Store
 from iat.errors import Conflict, NotFound
 from iat.projects import repo
@@ -34,6 +35,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DB_NAME = "project.db"
+
+
+def _join(user: dict) -> None:
+    """Adds this workstation's user to a studio project's users, so its audit rows and runs can name it. Every
+    workstation's user is called `local`: a name another workstation's user has is qualified with this host and
+    the user's id."""
+    if AppUser.select().where(AppUser.id == user["id"]).exists():
+        return
+    name = user["username"]
+    if AppUser.select().where(AppUser.username == name).exists():
+        name = f"{name}@{socket.gethostname()}-{user['id'][:8]}"
+    AppUser.insert(**{**user, "username": name}).execute()
 
 
 @dataclass(frozen=True)
@@ -264,6 +277,7 @@ class ProjectDirectory:
             store = Store.open_postgres(studio_url, "project", schema=entry["db_schema"])
             try:
                 row = store.read(repo.get_project, entry["id"])
+                store.write(_join, owner)
             finally:
                 store.close()
             (root / "assets").mkdir(parents=True, exist_ok=True)
