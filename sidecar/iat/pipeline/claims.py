@@ -104,7 +104,8 @@ def claim_next(run_id: str, order: dict[str, int], worker: str, lease_s: float, 
     claims = {c["job_id"]: c for c in Claim.select().where(Claim.run_id == run_id).dicts()}
     open_jobs = [j for j in RunJob.select(RunJob.id, RunJob.job_key).where(
         (RunJob.run_id == run_id) & RunJob.status.not_in(FINISHED_JOB)).dicts()
-        if j["id"] not in claims or not is_live(claims[j["id"]], now)]  # this worker's own live claims too: it is on them
+        # A live claim is skipped, this worker's own too (it is working on that job already).
+        if j["id"] not in claims or not is_live(claims[j["id"]], now)]
     for job in sorted(open_jobs, key=lambda j: order.get(j["job_key"], len(order))):
         row = _lock_job(job["id"], skip_locked=True)  # another runner claiming it right now: skip it
         if row is None or row["status"] in FINISHED_JOB:

@@ -17,8 +17,9 @@ SIGKILL) finishes on the next start with every job done once:
 
 `runs.cancel` sets the run's cancel event, which every stage checks: the jobs left are marked failed (canceled)
 and the run ends partial or failed. The marks are the cancel request other runners see: a runner whose claimed
-job is finished under it reads why on its next heartbeat and stops too. A sidecar that stops leaves its run `running`, to be resumed (stopping sets
-the cancel events too, so calls waiting on a provider give up at once; their candidates are redone).
+job is finished under it reads why on its next heartbeat and stops too. A sidecar that stops leaves its run
+`running`, to be resumed (stopping sets the cancel events too, so calls waiting on a provider give up at once;
+their candidates are redone).
 
 Every provider call goes through the App's ledger (attempts, retries, cost, budget). When the project's budget
 cannot pay for the next call, the run stops cleanly: the candidates in flight finish, the jobs left end failed
