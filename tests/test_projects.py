@@ -241,3 +241,14 @@ def test_settings_keys_the_sidecar_reads_are_checked_and_the_others_kept(client:
     assert client.call("projects.get", slug="typed")["settings_json"] == made["settings_json"]
     assert client.call("audit.list", slug="typed")["items"] == before
     assert client.error("projects.get", slug="other").name == "not_found"
+
+
+def test_a_project_folder_may_not_nest_in_or_hold_another(client, tmp_path):
+    """Deleting (or exporting) the outer project would take the inner one's files with it."""
+    outer = tmp_path / "outer"
+    client.call("projects.create", slug="outer", name="Outer", local_project_root=str(outer))
+    inner = client.error("projects.create", slug="inner", name="Inner", local_project_root=str(outer / "inner"))
+    assert inner.name == "conflict" and "overlaps" in inner.message
+    holding = client.error("projects.create", slug="inner", name="Inner", local_project_root=str(tmp_path))
+    assert holding.name == "conflict"
+    assert [p["slug"] for p in client.call("projects.list")["items"]] == ["outer"]

@@ -217,6 +217,7 @@ class ProjectDirectory:
                 raise Conflict(f"project {slug!r} already exists", details={"slug": slug})
             if root.exists() and any(root.iterdir()):
                 raise Conflict(f"the folder {root} exists and is not empty", details={"root_dir": str(root)})
+            self._refuse_nested(root)
             root.parent.mkdir(parents=True, exist_ok=True)
             staging = root.parent / f".{root.name}.creating-{uuid.uuid4().hex[:8]}"
             staging.mkdir()
@@ -274,6 +275,7 @@ class ProjectDirectory:
             entry = catalog.find(studio_url, slug)
             if root.exists() and any(p.name != "assets" for p in root.iterdir()):
                 raise Conflict(f"the folder {root} exists and is not empty", details={"root_dir": str(root)})
+            self._refuse_nested(root)
             store = Store.open_postgres(studio_url, "project", schema=entry["db_schema"])
             try:
                 row = store.read(repo.get_project, entry["id"])
@@ -290,6 +292,15 @@ class ProjectDirectory:
 
             self.app.app_store.write(index)
             return self.open(slug)
+
+    def _refuse_nested(self, root: Path) -> None:
+        """A project folder may not lie inside another project's folder, nor hold one: deleting or exporting the
+        outer one would take the inner one's files with it."""
+        for entry in self.list(None):
+            other = Path(entry["root_dir"])
+            if root == other or other in root.parents or root in other.parents:
+                raise Conflict(f"the folder {root} overlaps the folder of project {entry['slug']!r} ({other})",
+                               details={"root_dir": str(root), "slug": entry["slug"]})
 
     def _studio_url(self) -> str:
         url = self.app.settings.studio_database_url
