@@ -86,3 +86,17 @@ def _windows_parent_waiter() -> Callable[[], None] | None:  # pragma: no cover -
         kernel32.WaitForSingleObject(handle, 0xFFFFFFFF)
 
     return wait
+
+
+def pid_alive(pid: int) -> bool | None:
+    """Whether a process of this machine with this pid exists; None where that cannot be asked safely (Windows:
+    os.kill there sends a console event or terminates the process instead of probing it)."""
+    if os.name == "nt":
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True

@@ -48,6 +48,7 @@ from typing import Iterable, Sequence
 
 from iat.assets.sniff import HEAD_BYTES, Sniffed, check_claim, claimed_ext, sniff
 from iat.errors import Forbidden
+from iat.lifecycle import pid_alive
 
 ASSETS_DIR = "assets"
 TEMP_DIR = ".tmp"  # assets/.tmp: temp files of writes in progress
@@ -363,15 +364,7 @@ def _writer_alive(temp_name: str) -> bool:
         return False
     if int(pid) == os.getpid():
         return True
-    if os.name == "nt":  # no signal 0 there: only this process's temps are known to be alive
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+    return pid_alive(int(pid)) is True  # unknown (Windows): only this process's temps are known to be alive
 
 
 def _unlink(path: Path | str) -> bool:

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 
 from iat.db.migrations import dialect_of
 from iat.db.models import PROJECT_MODELS, RunJob
+from iat.lifecycle import pid_alive
 from iat.pipeline.repo import FINISHED_JOB
 
 Claim = next(m for m in PROJECT_MODELS if m._meta.table_name == "run_job_claims")
@@ -49,13 +50,7 @@ def _pid_gone(worker: str) -> bool:
     pid_text = rest.partition("/")[0]
     if host != HOST or not pid_text.isdigit():
         return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
+    return pid_alive(int(pid_text)) is False  # unknown (Windows): the lease decides
 
 
 def is_live(claim: dict, now: datetime) -> bool:
