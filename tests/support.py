@@ -70,3 +70,16 @@ def all_assets(client: Client, slug: str = "alpha") -> dict[str, dict]:
         cursor = page["next_cursor"]
         if cursor is None:
             return out
+
+
+def studio_schemas(url: str) -> set[str]:
+    """The project schemas (iat_p_<id>) a studio's PostgreSQL database holds."""
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'iat_p_%'")
+            return {r[0] for r in cur.fetchall()}
+    finally:
+        conn.close()

@@ -7,13 +7,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from iat.app import App
 from iat.settings import Settings
 from iat.transfer import rows
-from support import Client
+from support import Client, studio_schemas
 
 pytestmark = pytest.mark.postgres
 
@@ -50,16 +49,6 @@ def _state(client: Client, slug: str = "alpha") -> dict:
     return {"counts": handle.store.read(rows.counts), "files": _files(handle.root), "backend": handle.backend}
 
 
-def _schemas(url: str) -> set[str]:
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'iat_p_%'")
-            return {r[0] for r in cur.fetchall()}
-    finally:
-        conn.close()
-
-
 def test_move_keeps_rows_and_files_and_another_workstation_attaches(workstations, pg_database):
     a, b = workstations
     made = _populated(a)
@@ -71,7 +60,7 @@ def test_move_keeps_rows_and_files_and_another_workstation_attaches(workstations
     assert moved["project"]["id"] == made["project"]["id"] and moved["project"]["slug"] == "alpha"
     assert moved["project"]["backend"] == "postgres" and moved["project"]["root_dir"] == str(root)
     assert moved["files"] == len(before["files"])
-    assert _schemas(pg_database) == {moved["db_schema"]}
+    assert studio_schemas(pg_database) == {moved["db_schema"]}
     assert not (root / "project.db").exists()
     assert Path(moved["old_database"]).is_file()  # the old database is kept (in the trash)
     assert not list(root.parent.glob(".alpha.*"))  # no set-aside folder left
@@ -105,12 +94,12 @@ def test_a_move_failing_after_the_rows_are_copied_leaves_the_project_as_it_was(w
     made = _populated(a)
     before = _state(a)
     b.call("projects.create", slug="alpha", name="B's alpha", backend="postgres")  # the studio's slug is taken
-    theirs = _schemas(pg_database)
+    theirs = studio_schemas(pg_database)
 
     # The rows are copied into a new schema, then the catalog refuses the slug: the import is undone.
     error = a.error("projects.move", slug="alpha")
     assert error.name == "conflict" and "alpha" in error.message
-    assert _schemas(pg_database) == theirs  # no schema of A's project left on the server
+    assert studio_schemas(pg_database) == theirs  # no schema of A's project left on the server
     assert _state(a) == before  # still SQLite, same rows, same files
     got = a.call("projects.get", slug="alpha")
     assert got["backend"] == "sqlite" and got["id"] == made["project"]["id"]

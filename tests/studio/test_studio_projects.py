@@ -3,12 +3,11 @@ App with its own home), isolated from each other, removed with their schema on p
 
 from __future__ import annotations
 
-import psycopg2
 import pytest
 
 from iat.app import App
 from iat.settings import Settings
-from tests.support import Client
+from support import Client, studio_schemas
 
 pytestmark = pytest.mark.postgres
 
@@ -21,22 +20,12 @@ def workstations(tmp_path, pg_database):
         app.close()
 
 
-def _schemas(url: str) -> set[str]:
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'iat_p_%'")
-            return {r[0] for r in cur.fetchall()}
-    finally:
-        conn.close()
-
-
 def test_a_project_made_on_one_workstation_opens_on_another(workstations, pg_database):
     a, b = workstations
     made = a.call("projects.create", slug="shared", name="Shared", backend="postgres")
     assert made["backend"] == "postgres"
     assert not (a.app.settings.projects_dir / "shared" / "project.db").exists()  # the rows are on the server
-    assert _schemas(pg_database) == {"iat_p_" + made["id"].replace("-", "")}
+    assert studio_schemas(pg_database) == {"iat_p_" + made["id"].replace("-", "")}
 
     attached = b.call("projects.attach", slug="shared")
     assert attached["id"] == made["id"] and attached["backend"] == "postgres"
@@ -50,11 +39,11 @@ def test_a_project_made_on_one_workstation_opens_on_another(workstations, pg_dat
     assert [e["event_code"] for e in b.call("audit.list", slug="shared")["items"]][:1] == ["project.updated"]
 
 
-def test_projects_are_isolated_in_their_own_schemas(workstations, pg_database):
+def test_projects_are_isolated_in_their_ownstudio_schemas(workstations, pg_database):
     a, _ = workstations
     one = a.call("projects.create", slug="one", name="One", backend="postgres")
     two = a.call("projects.create", slug="two", name="Two", backend="postgres")
-    assert len(_schemas(pg_database)) == 2
+    assert len(studio_schemas(pg_database)) == 2
     assert a.call("projects.get", slug="one")["id"] == one["id"]
     assert a.call("projects.get", slug="two")["id"] == two["id"]
     h1, h2 = a.app.projects.open("one"), a.app.projects.open("two")
@@ -68,7 +57,7 @@ def test_slug_taken_in_the_studio_is_a_conflict_and_leaves_nothing(workstations,
     a.call("projects.create", slug="taken", name="A's", backend="postgres")
     error = b.error("projects.create", slug="taken", name="B's", backend="postgres")
     assert error.name == "conflict"
-    assert len(_schemas(pg_database)) == 1  # B's schema was dropped again
+    assert len(studio_schemas(pg_database)) == 1  # B's schema was dropped again
     assert not (b.app.settings.projects_dir / "taken").exists()
     assert b.call("projects.list")["items"] == []
 
@@ -101,5 +90,5 @@ def test_purge_drops_the_schema_for_everyone(workstations, pg_database):
     a.call("projects.create", slug="gone", name="Gone", backend="postgres")
     b.call("projects.attach", slug="gone")
     a.call("projects.delete", slug="gone", confirm=True, purge=True)
-    assert _schemas(pg_database) == set()
+    assert studio_schemas(pg_database) == set()
     assert b.error("projects.attach", slug="again").name == "not_found"
