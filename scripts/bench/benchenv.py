@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,3 +20,10 @@ def ensure_venv(script: str) -> None:
         if VENV_PY.exists() and Path(sys.prefix).resolve() != VENV.resolve():
             os.execv(str(VENV_PY), [str(VENV_PY), str(Path(script).resolve()), *sys.argv[1:]])
         raise
+
+
+def timed(fn):
+    """(seconds fn() took, what it returned)."""
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out

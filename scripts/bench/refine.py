@@ -26,10 +26,9 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchenv import ROOT, ensure_venv  # noqa: E402 - beside this script
+from benchenv import ROOT, ensure_venv, timed  # noqa: E402 - beside this script
 
 TARGET = 1.5
 
@@ -57,12 +56,6 @@ def scene(side: int, seed: int = 0):
     hard = Image.fromarray(((alpha > 0.5) * 255).astype(np.uint8))
     coarse8 = np.asarray(hard.filter(ImageFilter.GaussianBlur(1.0)))
     return rgb8, alpha, coarse8
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
 
 
 def main() -> int:

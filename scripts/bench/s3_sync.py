@@ -32,7 +32,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from benchenv import ROOT, ensure_venv  # noqa: E402 - beside this script
+from benchenv import ROOT, ensure_venv, timed  # noqa: E402 - beside this script
 
 FIRST_TARGET, SECOND_TARGET = 1.2, 0.5
 AWS_VENV = ROOT / ".build" / "awscli-venv"
@@ -66,12 +66,6 @@ def start_moto() -> tuple[subprocess.Popen, str]:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit("moto_server did not start")
             time.sleep(0.1)
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
 
 
 def main() -> int:
