@@ -85,6 +85,12 @@ class GuardrailDenied(IATError):
     code, name, http_status = -32011, "guardrail_denied", 403
 
 
+class IllegalTransition(Conflict):
+    """An agent instruction asked to move where its lifecycle does not go (details: from, to, allowed)."""
+
+    code, name, http_status = -32012, "illegal_transition", 409
+
+
 class PayloadTooLarge(IATError):
     code, name, http_status = -32013, "payload_too_large", 413
 

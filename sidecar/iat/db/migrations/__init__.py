@@ -23,7 +23,8 @@ Chain = Literal["app", "project"]
 _CHAINS: dict[Chain, tuple[str, ...]] = {
     "app": ("app_0001_initial", "app_0002_project_backend"),
     "project": ("project_0001_canonical", "project_0002_asset_kind_pages", "project_0003_provider_ledger",
-                "project_0004_job_claims", "project_0005_sync_state"),
+                "project_0004_job_claims", "project_0005_sync_state",
+                "project_0006_agent_dispatch"),
 }
 
 VERSION_TABLE = Table("schema_migrations", (
