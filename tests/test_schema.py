@@ -62,7 +62,8 @@ def test_sqlite_tables_columns_constraints_indexes(sqlite_project_db: Path):
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert set(columns) <= tables
     # The extension tables of project.db, each documented in schema/README.md.
-    assert tables - set(columns) == {"schema_migrations", "provider_calls", "run_job_claims", "storage_sync_objects"}
+    assert tables - set(columns) == {"schema_migrations", "provider_calls", "run_job_claims", "storage_sync_objects",
+                                     "agent_dispatches"}
     assert "`provider_calls(" in (Path(__file__).parent.parent / "schema" / "README.md").read_text()
     for table, cols in columns.items():
         assert [r[1] for r in conn.execute(f"PRAGMA table_info({table})")] == cols, table

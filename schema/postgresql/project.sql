@@ -1,3 +1,16 @@
+CREATE TABLE public.agent_dispatches (
+    instruction_id uuid NOT NULL,
+    agent text NOT NULL,
+    worker_id text NOT NULL,
+    token_sha256 text,
+    remote_status text,
+    state_json jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT agent_dispatches_agent_check CHECK ((agent = ANY (ARRAY['builtin'::text, 'external'::text]))),
+    CONSTRAINT agent_dispatches_state_json_check CHECK ((jsonb_typeof(state_json) = 'object'::text))
+);
+
 CREATE TABLE public.agent_instruction_events (
     id uuid NOT NULL,
     instruction_id uuid NOT NULL,
@@ -360,6 +373,9 @@ CREATE TABLE public.voice_requests (
     CONSTRAINT voice_requests_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'done'::text, 'failed'::text])))
 );
 
+ALTER TABLE ONLY public.agent_dispatches
+    ADD CONSTRAINT agent_dispatches_pkey PRIMARY KEY (instruction_id);
+
 ALTER TABLE ONLY public.agent_instruction_events
     ADD CONSTRAINT agent_instruction_events_pkey PRIMARY KEY (id);
 
@@ -518,6 +534,9 @@ CREATE INDEX ix_run_jobs_run_status ON public.run_jobs USING btree (run_id, stat
 CREATE INDEX ix_runs_project_created ON public.runs USING btree (project_id, created_at DESC);
 
 CREATE INDEX ix_voice_requests_project_status ON public.voice_requests USING btree (project_id, status, created_at DESC);
+
+ALTER TABLE ONLY public.agent_dispatches
+    ADD CONSTRAINT agent_dispatches_instruction_id_fkey FOREIGN KEY (instruction_id) REFERENCES public.agent_instructions(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY public.agent_instruction_events
     ADD CONSTRAINT agent_instruction_events_instruction_id_fkey FOREIGN KEY (instruction_id) REFERENCES public.agent_instructions(id) ON DELETE CASCADE;

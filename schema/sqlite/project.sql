@@ -371,3 +371,14 @@ CREATE TABLE storage_sync_objects (
     synced_at TEXT NOT NULL CHECK (synced_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'),
     UNIQUE (project_id, path)
 );
+
+CREATE TABLE agent_dispatches (
+    instruction_id TEXT PRIMARY KEY REFERENCES agent_instructions (id) ON DELETE CASCADE CHECK (length(instruction_id) = 36 AND instruction_id = lower(instruction_id)),
+    agent TEXT NOT NULL CHECK (agent IN ('builtin', 'external')),
+    worker_id TEXT NOT NULL,
+    token_sha256 TEXT,
+    remote_status TEXT,
+    state_json TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(state_json) AND json_type(state_json) = 'object'),
+    created_at TEXT NOT NULL CHECK (created_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'),
+    updated_at TEXT NOT NULL CHECK (updated_at GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z')
+);

@@ -45,6 +45,8 @@ COMMAND_MODULES = (
     "iat.commands.providers",
     "iat.commands.costs",
     "iat.commands.models",
+    "iat.commands.agent",
+    "iat.commands.chat",
 )
 
 

@@ -87,11 +87,18 @@ def openapi_json() -> str:
     return json.dumps(openapi_document(load_commands()), indent=2, sort_keys=False) + "\n"
 
 
+def agent_instruction_json() -> str:
+    from iat.copilot.envelope import json_schema
+
+    return json.dumps(json_schema(), indent=2) + "\n"
+
+
 def expected_files(pg_dsn: str | None) -> dict[str, str]:
     files = {
         "sqlite/app.sql": sqlite_ddl("app"),
         "sqlite/project.sql": sqlite_ddl("project"),
         "openapi.json": openapi_json(),
+        "agent_instruction.schema.json": agent_instruction_json(),
     }
     if pg_dsn:
         files["postgresql/project.sql"] = postgres_ddl(pg_dsn)
