@@ -40,7 +40,7 @@ def test_mutating_commands_are_the_ones_that_change_state():
                         "secrets.set", "secrets.delete", "secrets.rotate_key", "providers.configure",
                             "providers.enable", "providers.disable", "providers.check",
                         "models.install", "models.download", "models.remove",
-                        "exports.create", "exports.import",
+                        "exports.create", "exports.import", "assets.delete",
                         "chat.sessions.create", "chat.messages.send",
                         "agent.instructions.create", "agent.instructions.confirm", "agent.instructions.cancel"}
 

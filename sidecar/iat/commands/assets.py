@@ -1,4 +1,4 @@
-"""assets.*: a project's file registry: pages newest first, imports, links and lineage (SPEC 5.3)."""
+"""assets.*: a project's file registry: pages newest first, imports, links, lineage and deletion (SPEC 5.3)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from iat.registry import Result, command
 repo = lazy_import("iat.assets.repo")
 importer = lazy_import("iat.assets.importer")
 files = lazy_import("iat.assets.store")
+deletion = lazy_import("iat.assets.delete")
 
 AssetKind = Literal["input", "reference", "generated", "mask", "upscaled", "bg_removed", "final", "run_log",
                     "export", "other"]
@@ -225,3 +226,34 @@ def lineage(ctx, p: LineageParams) -> Lineage:
     handle = ctx.app.projects.open(p.slug)
     return Lineage.model_validate(handle.store.read(repo.lineage, handle.id, str(p.asset_id), p.direction,
                                                     p.max_depth))
+
+
+# --- deleting ---
+
+
+class DeletedAsset(Result):
+    asset: AssetOut = Field(description="The row as it was")
+    links_removed: list[LinkOut] = Field(description="Its links (as parent or child), removed with it")
+    file_removed: bool = Field(description="False when another asset row shares the file (same bytes), or the "
+                                           "asset is not stored in the project folder")
+
+
+@command("assets.delete", params=AssetRef, result=DeletedAsset,
+         route=("DELETE", "/api/projects/{slug}/assets/{asset_id}"), mutating=True, errors=(NotFound, Conflict))
+def delete_asset(ctx, p: AssetRef) -> DeletedAsset:
+    """Deletes an asset nothing depends on: its row and its links (children derived from it stay, with their
+    files), then its file unless another asset row of the project shares it.
+
+    Refuses (conflict, with details.used_by: table, column, what, count, ids) an asset in use: a shot's or a
+    candidate's final, a candidate's output or a step of its chain, a reference set item, an export's package, a
+    chat message's or a voice request's recording; then nothing changes. An asset of another project is
+    not_found."""
+    with ctx.app.projects.lease(p.slug) as handle:  # a deletion of the project waits for the file's removal
+        out = deletion.delete_asset(handle, str(p.asset_id), ctx.app.current_user()["id"])
+    asset = out["asset"]
+    ctx.app.events.publish("asset.deleted", {"project_id": handle.id, "slug": p.slug, "asset_id": asset["id"],
+                                             "kind": asset["kind"], "file_removed": out["file_removed"],
+                                             "links_removed": len(out["links"])})
+    return DeletedAsset(asset=AssetOut.model_validate(asset),
+                        links_removed=[LinkOut.model_validate(link) for link in out["links"]],
+                        file_removed=out["file_removed"])
