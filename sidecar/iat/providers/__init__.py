@@ -14,4 +14,5 @@ def default_providers() -> dict[str, str]:
             "comfyui": "iat.providers.comfyui:ComfyUIProvider",
             "a1111": "iat.providers.a1111:A1111Provider",
             "removebg": "iat.providers.removebg:RemoveBgProvider",
-            "photoroom": "iat.providers.photoroom:PhotoRoomProvider"}
+            "photoroom": "iat.providers.photoroom:PhotoRoomProvider",
+            "llm": "iat.providers.llm:ChatProvider"}

@@ -418,8 +418,10 @@ def _reset_seconds(value: str | None) -> float | None:
     return total if matched else None
 
 
-def vendor_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> BaseException:
-    """The typed error for whatever the SDK call raised."""
+def vendor_error(exc: BaseException, secrets: tuple[str, ...] = (), *, provider: str = CODE,
+                 expected: str = "an images response") -> BaseException:
+    """The typed error for whatever the SDK call raised (`provider`: the code the error names; `expected`: what a
+    well-formed answer is)."""
     import httpx2
     import openai
 
@@ -433,7 +435,7 @@ def vendor_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> BaseExcep
         code = exc.code or (body.get("type") if isinstance(body.get("type"), str) else None)
         said = scrub(message, secrets)[:MAX_MESSAGE] + (f" [{code}]" if code else "")
         headers = exc.response.headers
-        err = error_for(exc.status_code, CODE, said, headers)
+        err = error_for(exc.status_code, provider, said, headers)
         if isinstance(err, ProviderQuotaExhausted) and exc.status_code == 429 and code in RATE_LIMIT_CODES:
             # OpenAI's rate-limit messages may point at the billing page: its code says it is a rate limit.
             err = RateLimited(err.message, retry_after=retry_after(headers.get("retry-after")), details=err.details)
@@ -449,21 +451,21 @@ def vendor_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> BaseExcep
                                               ("request_id", exc.request_id)) if isinstance(v, str)})
         return err
     if isinstance(exc, openai.APIResponseValidationError):
-        return ProviderError(f"{CODE} answered {exc.status_code} with a body that is not an images response",
-                             details={"provider": CODE, "http_status": exc.status_code})
+        return ProviderError(f"{provider} answered {exc.status_code} with a body that is not {expected}",
+                             details={"provider": provider, "http_status": exc.status_code})
     if isinstance(exc, openai.APITimeoutError):
-        return ProviderTimeout(f"{CODE} did not answer in time", details={"provider": CODE})
+        return ProviderTimeout(f"{provider} did not answer in time", details={"provider": provider})
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         if isinstance(cause, (httpx2.HTTPError, OSError)):
-            return transport_error(cause, CODE)
-        return ProviderUnavailable(f"{CODE} broke the connection off ({type(cause or exc).__name__})",
-                                   details={"provider": CODE})
+            return transport_error(cause, provider)
+        return ProviderUnavailable(f"{provider} broke the connection off ({type(cause or exc).__name__})",
+                                   details={"provider": provider})
     if isinstance(exc, (httpx2.HTTPError, OSError)):
-        return transport_error(exc, CODE)
+        return transport_error(exc, provider)
     if isinstance(exc, openai.OpenAIError):
-        return ProviderError(f"{CODE} call failed: {scrub(str(exc), secrets)[:MAX_MESSAGE]}",
-                             details={"provider": CODE})
+        return ProviderError(f"{provider} call failed: {scrub(str(exc), secrets)[:MAX_MESSAGE]}",
+                             details={"provider": provider})
     return exc
 
 
