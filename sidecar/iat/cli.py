@@ -1,4 +1,4 @@
-"""Command line: `iat-sidecar serve|demo|run|doctor|schema` (also `python -m iat`).
+"""Command line: `iat-sidecar serve|demo|run|chat|doctor|schema` (also `python -m iat`).
 
 Imports stay inside the subcommands: `serve --stdio` must answer its first ping before anything heavy loads.
 """
@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--upscale", type=int, choices=(2, 3, 4))
     run.add_argument("--no-color-correct", action="store_true")
     run.add_argument("--home", help="data folder (default: $IAT_HOME or the user data dir, as the desktop app)")
+
+    chat = sub.add_parser("chat", help="talk with the project's copilot in this terminal (or through a pipe)")
+    chat.add_argument("--project", required=True, metavar="SLUG", help="the project (see projects.list)")
+    chat.add_argument("--session", metavar="ID", help="continue this chat session (default: a new one)")
+    chat.add_argument("--title", help="the new session's title")
+    chat.add_argument("--home", help="data folder (default: $IAT_HOME or the user data dir, as the desktop app)")
 
     doctor = sub.add_parser("doctor", help="check this installation: data folder, databases, bundled libraries")
     doctor.add_argument("--home")
@@ -98,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         from iat.pipeline.console import run_from_cli
 
         return run_from_cli(args, _settings(args.home))
+    if args.command == "chat":
+        from iat.chat_cli import run_chat
+
+        return run_chat(args, _settings(args.home))
     if args.command == "doctor":
         from iat.doctor import run_doctor
 
