@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -170,6 +171,19 @@ def test_instructions_cancel_by_prefix_and_quit(home: Path):
 def test_end_of_input_ends_the_chat_cleanly(home: Path):
     out = chat(home, ["/instructions"])
     assert out.returncode == 0 and "no instructions yet" in out.stdout and out.stdout.rstrip().endswith("bye")
+
+
+def test_ctrl_c_ends_the_chat_cleanly(home: Path):
+    live = Live(home)
+    try:
+        live.expect(r"^chat with the copilot in Alpha")
+        live.proc.send_signal(signal.SIGINT)
+        live.expect(r"^bye$")
+        assert live.close() == 0
+    finally:
+        live.close()
+    assert "Traceback" not in live.proc.stderr.read()
+    assert with_app(home, lambda c: c.call("projects.get", slug="alpha"))["slug"] == "alpha"
 
 
 # --- turns with the copilot (the offline parser) ---
