@@ -89,12 +89,26 @@ class Chat:
         self.inbox: queue.Queue = queue.Queue()
         self.known: dict[str, str] = {}  # instruction id -> the last status shown
         self.followed: set[str] = set()  # ids of this chat's instructions that have not ended
+        self.pending: str | None = None  # a prompt written and not answered yet (no newline after it)
 
     # --- output ---
 
     def say(self, text: str = "") -> None:
-        self.out.write(text + "\n")
+        # A line shown while a prompt waits goes over it (a terminal) or under it (a pipe), and the prompt again
+        # after it, so the answer still follows its question.
+        prompt = self.pending
+        if prompt is None:
+            self.out.write(text + "\n")
+        elif self.tty:
+            self.out.write("\r" + text.ljust(len(prompt)) + "\n" + prompt)
+        else:
+            self.out.write("\n" + text + "\n" + prompt)
         self.out.flush()
+
+    def ask(self, prompt: str) -> None:
+        self.out.write(prompt)
+        self.out.flush()
+        self.pending = prompt
 
     def error(self, exc: BaseException) -> None:
         """One line; an unexpected failure is logged (with its traceback) to the sidecar log, as a transport does."""
@@ -106,8 +120,7 @@ class Chat:
 
     def prompt(self) -> None:
         if self.tty:
-            self.out.write("> ")
-            self.out.flush()
+            self.ask("> ")
 
     # --- input: lines and events through one queue ---
 
@@ -128,6 +141,7 @@ class Chat:
         while True:
             kind, item = self.inbox.get()
             if kind == "line":
+                self.pending = None
                 return item
             if kind == "eof":
                 self.inbox.put(("eof", None))  # stays the answer to every later read
@@ -184,10 +198,10 @@ class Chat:
 
     def ask_to_confirm(self, row: dict) -> bool:
         """Asks about a draft needing confirmation; confirms it on yes. False when input ended meanwhile."""
-        self.out.write("Confirm? [y/N] ")
-        self.out.flush()
+        self.ask("Confirm? [y/N] ")
         answer = self._next_line()
         if answer is _EOF:
+            self.pending = None
             self.say()
             self.say(f"[{short(row['id'])}] left in draft")
             return False
@@ -272,10 +286,11 @@ class Chat:
             self.say(f"unknown command {name}; /help lists them")
         return True
 
-    def run(self) -> int:
+    def run(self, greeting: str) -> int:
         unsubscribe = self.app.events.subscribe(self._on_event)
         threading.Thread(target=self._read_lines, name="chat-stdin", daemon=True).start()
         try:
+            self.say(greeting)
             self.prompt()
             while True:
                 line = self._next_line()
@@ -297,9 +312,12 @@ class Chat:
                     self.error(exc)
                 self.prompt()
         except KeyboardInterrupt:
-            self.say()
+            self.pending = ""  # ends the line the ^C was typed on
         finally:
             unsubscribe()
+        if self.pending is not None:
+            self.pending = None
+            self.say()
         self._goodbye()
         return 0
 
@@ -342,10 +360,9 @@ def run_chat(args, settings, stdin: TextIO | None = None, out: TextIO | None = N
         except IATError as exc:
             print(f"error: {exc.name}: {exc.message}", file=sys.stderr)
             return 2
-        out.write(f"chat with the copilot in {project['name']} ({project['slug']}), session "
-                  f"{short(session['id'])}; /help for commands\n")
-        out.flush()
-        return Chat(app, call, project["slug"], session["id"], stdin, out).run()
+        return Chat(app, call, project["slug"], session["id"], stdin, out).run(
+            f"chat with the copilot in {project['name']} ({project['slug']}), session {short(session['id'])}; "
+            "/help for commands")
     except KeyboardInterrupt:
         return 0
     finally:
