@@ -18,6 +18,7 @@ from iat.registry import load_commands
 from iat.settings import Settings
 
 if TYPE_CHECKING:
+    from iat.copilot.executor import Agent
     from iat.db.store import Store
     from iat.ledger.ledger import Ledger
     from iat.models.store import ModelStore
@@ -55,6 +56,7 @@ class App:
         self._app_store: Store | None = None
         self._projects: ProjectDirectory | None = None
         self._runner: Runner | None = None
+        self._agent: Agent | None = None
         self._providers: LazyRegistry | None = None
         self._engines: LazyRegistry | None = None
         self._vault: Vault | None = None
@@ -154,6 +156,16 @@ class App:
             return self._runner
 
     @property
+    def agent(self) -> Agent:
+        """The agent that carries out copilot instructions (built in, or an external agent API): its own threads."""
+        with self._lock:
+            if self._agent is None:
+                from iat.copilot.executor import Agent
+
+                self._agent = Agent(self)
+            return self._agent
+
+    @property
     def studio_bridge(self) -> StudioBridge | None:
         """Studio projects' events to and from other workstations (LISTEN/NOTIFY); None without a studio database.
         Started on first use: when a client subscribes to events or a studio project opens."""
@@ -199,9 +211,12 @@ class App:
             projects, self._projects = self._projects, None
             store, self._app_store = self._app_store, None
             runner, self._runner = self._runner, None
+            agent, self._agent = self._agent, None
         with self._bridge_lock:
             bridge, self._studio_bridge = self._studio_bridge, None
             self._bridge_closed = True
+        if agent is not None:  # first: it follows runs and writes its instructions' ends
+            agent.close()
         if runner is not None:
             runner.close()
         self.events.close()

@@ -102,6 +102,10 @@ class Sidecar:
             resume_unfinished(self.app)
         except Exception:  # noqa: BLE001 - the sidecar serves on; the runs wait for the next start
             log.exception("looking for unfinished runs failed")
+        try:  # copilot instructions: queued ones run, running ones resume or fail with a reason
+            self.app.agent.recover()
+        except Exception:  # noqa: BLE001 - the sidecar serves on; the instructions wait for the next start
+            log.exception("recovering agent instructions failed")
         from iat.pipeline import studio_watch
 
         studio_watch.start(self.app)  # runs of studio projects started on other workstations

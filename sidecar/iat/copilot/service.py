@@ -113,11 +113,14 @@ def cancel(app, handle, actor_id: str, instruction_id: str, reason: str | None =
 
 
 def advance(app, handle, instruction_id: str, to: str, *, reason: str | None = None, result: dict | None = None,
-            error: dict | None = None, dispatch: dict | None = None) -> dict:
+            error: dict | None = None, dispatch: dict | None = None, audited: tuple | None = None) -> dict:
     """An agent's move (queued -> running, running -> done | failed | canceled), with its `result` or `error`
-    event in the same transaction, and optionally its dispatch row's fields."""
+    event in the same transaction, and optionally its dispatch row's fields and an audit row (`audited`:
+    (actor_user_id, event_code, payload), for a command such as an external agent's callback)."""
     def write(pid: str):
         row, events = lifecycle.move(pid, instruction_id, to, reason=reason)
+        if audited is not None:
+            audit.record(pid, *audited)
         if result is not None:
             events.append(repo.add_event(instruction_id, "result", result))
         if error is not None:
@@ -132,9 +135,9 @@ def advance(app, handle, instruction_id: str, to: str, *, reason: str | None = N
 
 
 def log(app, handle, instruction_id: str, event_type: str, payload: dict, *,
-        dispatch: dict | None = None) -> dict:
+        dispatch: dict | None = None, audited: tuple | None = None) -> dict:
     """A `log`, `result` or `error` event of an instruction that has not ended (optionally with its dispatch row's
-    fields); refused as illegal_transition once it has."""
+    fields and an audit row, as in `advance`); refused as illegal_transition once it has."""
     if event_type not in ("log", "result", "error"):
         raise ValueError(f"not an event an agent logs: {event_type}")
 
@@ -145,6 +148,8 @@ def log(app, handle, instruction_id: str, event_type: str, payload: dict, *,
         event = repo.add_event(instruction_id, event_type, payload)
         if dispatch is not None:
             repo.put_dispatch(str(instruction_id), **dispatch)
+        if audited is not None:
+            audit.record(pid, *audited)
         return row, event
 
     row, event = handle.store.write(write, handle.id)
