@@ -52,6 +52,9 @@ def create(app, handle, actor_id: str, *, instruction_type: str, objective: str,
     reasons = handle.store.read(check, handle.id)
     facts: dict = {}
     if instruction_type == "pipeline_run":
+        from iat.copilot.actions import run_params
+
+        run_params(app, handle, payload)  # shot keys no run holds: invalid_params now, not a failure later
         reason, facts = guardrails.over_budget(app, handle, payload)
         if reason:
             reasons.append(reason)
