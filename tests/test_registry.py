@@ -42,7 +42,8 @@ def test_mutating_commands_are_the_ones_that_change_state():
                         "models.install", "models.download", "models.remove",
                         "exports.create", "exports.import", "assets.delete",
                         "chat.sessions.create", "chat.messages.send",
-                        "agent.instructions.create", "agent.instructions.confirm", "agent.instructions.cancel"}
+                        "agent.instructions.create", "agent.instructions.confirm", "agent.instructions.cancel",
+                        "agent.instructions.callback"}
 
 
 def test_a_duplicate_command_name_fails_at_import():

@@ -47,6 +47,7 @@ COMMAND_MODULES = (
     "iat.commands.models",
     "iat.commands.agent",
     "iat.commands.chat",
+    "iat.commands.agent_callbacks",
 )
 
 
@@ -84,6 +85,9 @@ class Command:
     mutating: bool
     # Error classes (iat.errors) the handler raises itself; the OpenAPI document declares their HTTP statuses.
     errors: tuple[type[Exception], ...] = ()
+    # Who may call it over HTTP: "app" (the sidecar's token, every route) or "instruction" (an external agent's
+    # callback: the route lets any bearer through to the handler, which checks the instruction's own token).
+    auth: str = "app"
 
     @property
     def summary(self) -> str:
@@ -124,12 +128,13 @@ _DECLARED: dict[str, list[Command]] = {}
 
 
 def command(name: str, *, params: type[Params], result: type[BaseModel],
-            route: tuple[str, str] | None = None, mutating: bool = False, errors: tuple[type[Exception], ...] = ()):
+            route: tuple[str, str] | None = None, mutating: bool = False, errors: tuple[type[Exception], ...] = (),
+            auth: str = "app"):
     """Declares a command; see the module docstring."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         cmd = Command(name=name, handler=fn, params=params, result=result, doc=inspect.getdoc(fn) or "",
-                      route=Route(*route) if route else None, mutating=mutating, errors=tuple(errors))
+                      route=Route(*route) if route else None, mutating=mutating, errors=tuple(errors), auth=auth)
         _check_unique(cmd, [c for declared in _DECLARED.values() for c in declared])
         _DECLARED.setdefault(fn.__module__, []).append(cmd)
         return fn

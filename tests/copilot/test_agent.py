@@ -191,14 +191,6 @@ def test_a_failing_command_fails_the_instruction_with_its_typed_error(app, clien
     assert client.call("runs.list", slug="alpha")["items"] == []  # nothing was started
 
 
-def test_a_shot_key_no_run_holds_fails_before_any_command(app, client, project):
-    made = create(client, "pipeline_run", {"shot_keys": ["nowhere"]}, QUICK)
-    failed = settle(app, client, made["id"])
-    events = trail(client, made["id"])
-    assert failed["status"] == "failed" and dict(events)["error"]["name"] == "invalid_params"
-    assert steps(events) == []
-
-
 def test_an_unknown_agent_setting_fails_the_instruction(app, client, project):
     client.call("projects.update", slug="alpha", settings_json={"copilot": {"agent": "robot"}})
     made = create(client, "custom", {"action": "export_project"})

@@ -15,4 +15,5 @@ def default_providers() -> dict[str, str]:
             "a1111": "iat.providers.a1111:A1111Provider",
             "removebg": "iat.providers.removebg:RemoveBgProvider",
             "photoroom": "iat.providers.photoroom:PhotoRoomProvider",
-            "llm": "iat.providers.llm:ChatProvider"}
+            "llm": "iat.providers.llm:ChatProvider",
+            "agent_api": "iat.providers.agent_api:AgentApiProvider"}

@@ -92,9 +92,15 @@ class HttpTransport:
         web_app.router.add_post("/rpc", self._rpc)
         web_app.router.add_get("/ws", self._ws)
         web_app.router.add_get("/openapi.json", self._openapi)
+        # Routes whose command checks a token of its own (registry.Command.auth "instruction": an external agent's
+        # callback): the guard lets any bearer through to them, and the handler checks it.
+        self._own_auth: set = set()
         for cmd in self.app.registry:
             if cmd.route is not None:
-                web_app.router.add_route(cmd.route.method, cmd.route.path, self._rest_handler(cmd))
+                handler = self._rest_handler(cmd)
+                if cmd.auth == "instruction":
+                    self._own_auth.add(handler)
+                web_app.router.add_route(cmd.route.method, cmd.route.path, handler)
         # The methods each path template takes, for 405s and for OpenAPI's precedence (see _guard).
         self._methods: dict[str, frozenset[str]] = {}
         for resource in web_app.router.resources():
@@ -141,7 +147,8 @@ class HttpTransport:
         auth = request.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), self.app.token.encode()):
-            return error_json(Unauthorized("missing or wrong bearer token"))
+            if getattr(request.match_info, "handler", None) not in self._own_auth:
+                return error_json(Unauthorized("missing or wrong bearer token"))
         if self.app.stopping.is_set():
             return error_json(ShuttingDown("the sidecar is shutting down"))
         try:
@@ -241,7 +248,14 @@ class HttpTransport:
         async def handle(request: web.Request) -> web.StreamResponse:
             try:
                 params = await self._rest_params(request, cmd)
-                result = await self._in_executor(self.dispatcher.call, cmd.name, params, self._session("rest"))
+                session = self._session("rest")
+                if cmd.auth == "instruction":  # a bearer other than the app's token: the handler checks it
+                    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+                    token = token.strip()
+                    if scheme.lower() == "bearer" and token and not secrets.compare_digest(
+                            token.encode(), self.app.token.encode()):
+                        session.data["bearer"] = token
+                result = await self._in_executor(self.dispatcher.call, cmd.name, params, session)
             except web.HTTPException:
                 raise  # the guard maps aiohttp's own (413 for a body over the limit)
             except Exception as exc:  # noqa: BLE001 - one body shape for every failure
