@@ -125,3 +125,69 @@ def test_bad_turns_are_refused_and_write_nothing(client, session):
     other = client.call("projects.create", slug="gamma", name="Gamma")
     assert other["slug"] == "gamma"
     assert client.error("chat.sessions.get", slug="gamma", session_id=session["id"]).name == "not_found"
+
+
+# --- the LLM path: the same turn through the openai SDK and a loopback chat completions server ---
+
+
+@pytest.fixture
+def llm_server():
+    from vendors.loopback import LoopbackServer
+    from vendors.openai_chat import ChatState, make_app
+
+    state = ChatState()
+    with LoopbackServer(make_app(state)) as server:
+        yield state, server
+
+
+def _use_llm(client: Client, server, **config) -> None:
+    client.call("providers.configure", slug="alpha", provider_code="llm", config={
+        "endpoint": server.url + "/v1", "backoff_s": 0.01, "timeout_s": 10, "max_attempts": 1,
+        "pricing": {"usd_per_1m_input": 2.0, "usd_per_1m_output": 8.0}, **config})
+
+
+def test_the_llm_proposes_the_same_instruction_as_the_parser_through_tool_calls(app, client, session, llm_server):
+    from iat.copilot import context, parser
+    from vendors.openai_chat import Answer
+
+    state, server = llm_server
+    client.call("runs.start", slug="alpha", shots=SHOTS, candidates=1, seed=1)
+    assert app.runner.wait_idle(120)
+    ask = "render shots s1 and s2 again at dusk in the rain"
+    offline = parser.parse(ask, context.build(app, app.projects.open("alpha")))
+    [proposal] = offline.proposals
+    _use_llm(client, server)
+    state.answer(Answer(text="Rendering them now.", tool_calls=[("propose_pipeline_run", {
+        "objective": proposal.objective, "inputs": proposal.inputs, "execution": proposal.execution})], pieces=4))
+    deltas: list[str] = []
+    app.events.subscribe(lambda name, p: deltas.append(p["text"]) if name == "chat.message.delta" else None)
+    app.agent.close()  # the instruction itself is checked, not its run
+    turn = _say(client, session, ask)
+    [instruction] = turn["instructions"]
+    assert (instruction["instruction_type"], instruction["payload"]["inputs"]) == (
+        proposal.instruction_type, proposal.inputs)
+    answer = turn["assistant_message"]
+    assert answer["content_json"]["source"] == "llm" and answer["content_json"]["kind"] == "propose"
+    usage = answer["token_usage_json"]
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0 and usage["cost_usd"] > 0
+    assert app.events.drain() and "".join(deltas) == "Rendering them now."
+    [call] = client.call("providers.calls", slug="alpha", provider_code="llm")["items"]
+    assert call["outcome"] == "ok"
+    costs = client.call("costs.summary", slug="alpha", provider_code="llm")
+    assert costs["cost_usd"] == pytest.approx(usage["cost_usd"])
+    sent = state.received[-1]["body"] if "body" in state.received[-1] else state.received[-1]
+    assert sent["messages"][-1]["content"] == ask and any(t["function"]["name"] == "propose_pipeline_run"
+                                                          for t in sent["tools"])
+
+
+def test_a_failing_llm_falls_back_to_the_offline_parser(app, client, session, llm_server):
+    from vendors.openai_chat import server_error
+
+    state, server = llm_server
+    _use_llm(client, server)
+    state.answer(server_error())
+    app.agent.close()
+    turn = _say(client, session, "export the project")
+    content = turn["assistant_message"]["content_json"]
+    assert content["source"] == "parser" and content["llm_error"]["name"] == "provider_unavailable"
+    assert turn["instructions"][0]["payload"]["inputs"]["action"] == "export_project"
