@@ -17,7 +17,6 @@ next time a sidecar opens the project); an unknown project or session ends it wi
 
 from __future__ import annotations
 
-import json
 import queue
 import sys
 import threading
@@ -66,13 +65,13 @@ def inputs_line(inputs: dict) -> str:
 
 
 def payload_line(payload: dict) -> str:
-    """An event payload in one line: its message when it has one, else compact JSON."""
-    for key in ("message", "text", "line"):
-        if isinstance(payload.get(key), str):
-            return _clip(payload[key])
-    if isinstance(payload.get("name"), str) and isinstance(payload.get("message"), str):
-        return _clip(f"{payload['name']}: {payload['message']}")
-    return _clip(json.dumps(payload, separators=(",", ":"), default=str))
+    """An event payload in one line: its message when it has one (after its error name, if any), else its fields
+    as key=value, nested values in braces."""
+    message = next((payload[k] for k in ("message", "text", "line") if isinstance(payload.get(k), str)), None)
+    if message is not None:
+        name = payload.get("name") or payload.get("error")
+        return _clip(f"{name}: {message}" if isinstance(name, str) else message)
+    return inputs_line(payload) if payload else "(empty)"
 
 
 class Chat:
@@ -322,8 +321,9 @@ class Chat:
         return 0
 
     def _goodbye(self) -> None:
-        if self.followed:
-            ids = ", ".join(short(i) for i in sorted(self.followed))
+        going = sorted(i for i in self.followed if self.known[i] in ("queued", "running"))
+        if going:
+            ids = ", ".join(short(i) for i in going)
             self.say(f"still going: {ids}; queued and running instructions go on the next time a sidecar opens "
                      f"project {self.slug}")
         self.say("bye")

@@ -216,8 +216,10 @@ def test_a_proposed_instruction_is_shown_and_followed_to_its_end(home: Path):
         live.expect(r"^      inputs: action=export_project")
         live.expect(r"^      status: (queued|running|done)$")
         live.expect(rf"^\[{short}\] running")
+        live.expect(rf"^\[{short}\] log: .*exports\.create")  # the agent's steps, as they happen
         ended = live.expect(rf"^\[{short}\] (done|failed|canceled)")
         assert ended.group(1) == "done", "\n".join(live.seen)
+        live.expect(rf"^\[{short}\] result: action=export_project; export=\{{id=")
         live.send("/quit")
         assert live.close() == 0
     finally:
