@@ -50,21 +50,25 @@ def _run_result(job, run: dict) -> dict:
 
 
 def pipeline_run(job) -> dict:
-    run_id = job.state.get("run_id")
-    if run_id is None:
-        params = actions.run_params(job.app, job.handle, job.payload)
-        if _budget_confirmed(job):
-            params["confirm_budget"] = True
-        run = job.call("start the run", "runs.start", keep=lambda out: {"run_id": out["id"]}, **params)
-        run_id = run["id"]
-    else:
-        job.log({"step": "follow the run again after a restart", "run_id": run_id})
+    started: dict = {"run_id": job.state.get("run_id")}
+
+    def keep(out: dict) -> dict:
+        started["run_id"] = out["id"]  # known before the log that stores it: a cancel racing it still stops it
+        return {"run_id": out["id"]}
+
     try:
-        job.log({"step": "follow the run", "run_id": run_id})
-        run = job.follow(run_id, own=True)
+        if started["run_id"] is None:
+            params = actions.run_params(job.app, job.handle, job.payload)
+            if _budget_confirmed(job):
+                params["confirm_budget"] = True
+            job.call("start the run", "runs.start", keep=keep, **params)
+        else:
+            job.log({"step": "follow the run again after a restart", "run_id": started["run_id"]})
+        job.log({"step": "follow the run", "run_id": started["run_id"]})
+        run = job.follow(started["run_id"], own=True)
     except _Ended:
-        if job.work.cancel.is_set():  # the instruction was canceled: so is its run (follow did it when it could)
-            job.agent._cancel_run(job.slug, run_id)
+        if job.work.cancel.is_set() and started["run_id"]:  # canceled: so is its run (follow did it if it could)
+            job.agent._cancel_run(job.slug, started["run_id"])
         raise
     return _run_result(job, run)
 
