@@ -582,3 +582,25 @@ def test_corpus_size():
                           ASSET_EDIT_CLARIFY, EXPORT, COSTS, STATUSES, CANCEL, DESTRUCTIVE, DESTRUCTIVE_MULTI,
                           DESTRUCTIVE_IMPLICIT, NEGATED, REFUSED, NOT_REFUSED, GREETINGS, PARAPHRASES)))
     assert total >= 120
+
+
+def test_shuffled_words_never_crash_and_only_valid_or_named_destruction():
+    """Requests made of the corpus's words in random order (seeded): every reply is well formed, every proposal
+    validates, and nothing destructive comes out of words that ask for no destruction."""
+    import random
+    import re
+
+    words = " ".join(t for t, _ in PIPELINE + QA + SYNC + ASSET_EDIT + EXPORT + DESTRUCTIVE + COSTS
+                     + PARAPHRASES).split() + DESTRUCTIVE_IMPLICIT + REFUSED
+    rng = random.Random(11)
+    for _ in range(1500):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 14)))
+        for ctx in (CTX, EMPTY, AMBIG):
+            reply = parse(text, ctx)
+            assert reply.kind in ("propose", "clarify", "answer", "cancel", "refuse", "help") and reply.text
+            assert (reply.kind == "propose") == bool(reply.proposals)
+            for p in reply.proposals:
+                validate_payload(p.instruction_type, p.objective, p.inputs, p.execution, p.constraints)
+                if _destructive(p):
+                    assert re.search(r"delet|remov|eras|trash|destroy|wip|purg|rid|discard|nuk|clear|clean|throw|"
+                                     r"drop|scrap|prune|candidate|option|variant|version|final", text, re.I), text

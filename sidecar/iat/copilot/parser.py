@@ -76,8 +76,10 @@ COSTS = R(r"\b(costs?|costing|spen[dt]|spending|expenses?|expensive|bill|billing
 STATUS = R(r"\b(status|queue[ds]?|instructions?|tasks?|progress|pending)\b|what (?:are|r) you (?:doing|working on|"
            r"up to)|what(?:'s| is) (?:running|happening|going on)|are you (?:busy|done|working)|\b(?:agent|copilot|"
            r"assistant) (?:is )?(?:doing|working|up to|busy)|\b(?:anything|something) (?:running|queued|going on)|"
-           r"how(?:'s| is) it going")
-QUESTION = R(r"^(?:how|what|what's|whats|which|who|why|is|are|any|show|list|tell|display|report|summari[sz]e)\b")
+           r"how(?:'s| is) it going|\b(?:done|finished|completed?|ready|stuck|over) yet\b|^(?:is|are|has|have|did)\b.*\b(?:done|"
+           r"finish(?:ed)?|complete[sd]?|ready|stuck|over|end(?:ed)?)\s*$")
+QUESTION = R(r"^(?:how|what|what's|whats|which|who|why|is|are|has|have|did|was|were|any|show|list|tell|display|"
+             r"report|summari[sz]e)\b")
 CANDIDATE = R(rf"\b(?:candidate|option|variant|version|alternative)\s*(?:#|no\.?|number|nr\.?)?\s*(\d+|{NUMWORD})\b|"
               rf"\b(?:the\s+)?({'|'.join(ORDINALS)})\s+(?:candidate|option|variant|version|one)\b")
 SELECT = R(r"\b(use|pick|choose|select|go with|keep|prefer|make|set|mark|want|take|approve|promote|finali[sz]e)\b|"
@@ -165,18 +167,18 @@ class Clause:
         self.family = _family(self)
 
     def id_roles(self) -> list[tuple[str, str | None]]:
-        """Each id named, as run | asset | instruction | None: by the word before it, else by what the project
-        holds, else like the id before it in a list ("assets <a>, <b>")."""
+        """Each id named, as run | asset | instruction | None: by what the project holds, else by the word before
+        it ("run <id>"), else like the id before it in a list ("assets <a>, <b>")."""
         known = {"run": {r["id"] for r in self.ctx.runs}, "asset": {a["id"] for a in self.ctx.assets},
                  "instruction": {i["id"] for i in self.ctx.instructions}}
         out: list[tuple[str, str | None]] = []
         for n, (index, at, _) in enumerate(self.refs):
             words = [w for w in re.findall(r"[a-z]+", self.t[max(0, at - 30):at]) if w not in ("id", "no", "the")]
             word = words[-1] if words else ""
-            role = ("run" if re.fullmatch(r"runs?", word) else "asset" if re.fullmatch(
-                r"assets?|images?|pictures?|pics?|files?|png|renders?|outputs?", word) else "instruction"
+            role = next((k for k, ids in known.items() if self.ids[index] in ids), None) or (
+                "run" if re.fullmatch(r"runs?", word) else "asset" if re.fullmatch(
+                    r"assets?|images?|pictures?|pics?|files?|png|renders?|outputs?", word) else "instruction"
                 if re.fullmatch(r"instructions?|tasks?|jobs?", word) else None)
-            role = role or next((k for k, ids in known.items() if self.ids[index] in ids), None)
             if role is None and n and re.fullmatch(r"[\s,&]*(?:and)?\s*", self.t[self.refs[n - 1][2]:at]):
                 role = out[-1][1]
             out.append((self.ids[index], role))
@@ -214,9 +216,9 @@ def _family(c: Clause) -> str | None:
     question = QUESTION.search(t)
     if COSTS.search(t) and not MONEY.search(t) and (not strong or question):
         return "costs"
-    if STATUS.search(t) and (not strong or question):
+    if STATUS.search(t) and (not strong or question or re.search(r"\b(status|progress)\b", t)):
         return "status"
-    if "pipeline" in strong and "edit" in strong and not c.ids:
+    if "pipeline" in strong and "edit" in strong and not c.refs:
         strong.remove("edit")  # "render s1 and upscale it 2x": the run's own upscale step
     if "export" in strong and "sync" in strong and re.search(r"\b(download|fetch)", t):
         strong.remove("sync")  # "download the project as a zip"
@@ -265,6 +267,12 @@ def _shot_refs(t: str, ctx: Context) -> dict:
     storage = bool(SYNC_VERB.search(t) or re.search(r"\b(bucket|remote|cloud|storage)\b", t))
     noun, prev_n, ranging = "", None, False
 
+    def between(lo: int, hi: int, prefix: str) -> list[str]:
+        """Known keys numbered lo..hi, in number order ("shots 10 to 30": shot_010, shot_020, shot_030)."""
+        found = sorted((k for k in ctx.shots if lo <= (_trailing(k) or -1) <= hi
+                        and (not prefix or _prefix(k) == prefix)), key=_trailing)
+        return found or [f"{prefix}{lo}-{prefix}{hi}"]
+
     def add(found: list[str], tok: str) -> None:
         if len(found) == 1:
             keys.append(found[0])
@@ -289,10 +297,10 @@ def _shot_refs(t: str, ctx: Context) -> dict:
         span = re.fullmatch(r"([a-z]*)[-_.]?(\d+)-(?:\1)?[-_.]?(\d+)", tok)
         if tok in known:
             n, found = _trailing(tok), [known[tok]]
-        elif span and tok not in known and (noun or span.group(1)):
-            for m in range(int(span.group(2)), int(span.group(3)) + 1):
-                add(_by_number(m, span.group(1) or noun, ctx), f"{span.group(1)}{m}")
-            noun, prev_n, ranging = noun, None, False
+        elif span and (noun or span.group(1)):
+            for key in between(int(span.group(2)), int(span.group(3)), span.group(1)):
+                (keys if key in ctx.shots else unknown).append(key)
+            prev_n = None
             continue
         elif noun and (tok.isdigit() or tok in NUMBERS) and nxt not in COUNT_WORDS:
             n = _num(tok)
@@ -303,9 +311,8 @@ def _shot_refs(t: str, ctx: Context) -> dict:
         else:
             noun, prev_n, ranging = "", None, False
             continue
-        if ranging and prev_n is not None and n is not None and n > prev_n:
-            for m in range(prev_n + 1, n):
-                add(_by_number(m, noun or _prefix(tok), ctx), str(m))
+        if ranging and prev_n is not None and n is not None and n > prev_n + 1:
+            keys.extend(k for k in between(prev_n + 1, n - 1, "" if noun else _prefix(tok)) if k in ctx.shots)
         add(found, tok)
         prev_n, ranging = n, False
     return {"keys": list(dict.fromkeys(keys)), "unknown": unknown, "ambiguous": ambiguous}
@@ -411,6 +418,8 @@ def qa(c: Clause) -> Reply:
         else:
             first = next(i for i, r in roles if r is None)
             return _ask(f"Is {first} a run or an asset?", [f"QA run {first}", f"check asset {first}"])
+    if not roles and re.search(r"\b(all|every|each)\b", t) and not LAST_RUN.search(t):
+        return _ask("Which run or assets should I check?", ["check the quality of the last run"])
     if not roles:
         image = (_latest_image(ctx, t) if re.search(r"\b(images?|pictures?|assets?|kind_\w+)\b", t)
                  and not re.search(r"\bruns?\b", t) else None)
@@ -420,6 +429,8 @@ def qa(c: Clause) -> Reply:
             runs = [ctx.last_run_id]
         else:
             return _ask("There is no run to check yet. Which run or assets should I check?")
+    if not runs and not assets:
+        return _ask("I check runs and image assets, not instructions. Which run or assets?")
     proposals = [Proposal("qa_check", f"Check the quality of run {r}", {"run_id": r}, execution) for r in runs]
     if assets:
         proposals.append(Proposal("qa_check", f"Check the quality of {len(assets)} asset(s)", {"asset_ids": assets},
@@ -450,6 +461,8 @@ def edit(c: Clause) -> Reply:
                  if (m := rx.search(t)))
     ops = list(dict.fromkeys(op for _, op in ops))
     assets = [i for i, r in c.id_roles() if r not in ("run", "instruction")]
+    if not assets and re.search(r"\b(all|every|each|both)\b", t):
+        return _ask("I edit images one by one: which assets (by id)?")
     if not assets and IMPLICIT.search(t):
         assets = [a] if (a := _latest_image(ctx, t)) else []
     if not assets:
@@ -533,9 +546,9 @@ def select(c: Clause) -> Reply:
 
 def cancel(c: Clause) -> Reply:
     ctx, t = c.ctx, c.t
-    if c.ids:
-        return Reply(kind="cancel", text=f"Canceling instruction {c.ids[c.refs[0][0]]}.",
-                     instruction_id=c.ids[c.refs[0][0]])
+    if c.refs:
+        target = c.ids[c.refs[0][0]]
+        return Reply(kind="cancel", text=f"Canceling instruction {target}.", instruction_id=target)
     open_ = [i for i in ctx.instructions if i["status"] in OPEN]
     hinted = [kind for kind, p in CANCEL_HINTS if re.search(rf"\b(?:{p})\b", t)]
     if hinted:
@@ -631,7 +644,8 @@ def parse(text: str, ctx: Context) -> Reply:
     if not clauses:
         if negated:
             return Reply(kind="help", text=f"Understood, I won't do that. {HELP}")
-        return Reply(kind="help", text=f"Hello! {HELP}")
+        shots = f" Shots I know: {', '.join(list(ctx.shots)[:10])}." if ctx.shots else ""
+        return Reply(kind="help", text=f"Hello! {HELP}{shots}")
     replies = []
     for c in clauses:
         if c.family.startswith("ambiguous:"):
