@@ -55,6 +55,12 @@ AMBIG = Context(slug="alpha", project_id="p-alpha", project_name="Alpha Comic",
                 shot_runs={k: R_LAST for k in ("s1", "p1", "shot-01", "p2")},
                 runs=({"id": R_LAST, "status": "done", "run_mode": "run", "created_at": "1"},))
 
+# Keys in other styles: zero-padded numbers, words, several numbers in one key, upper case.
+MOON_KEYS = ("shot_010", "shot_020", "shot_030", "intro", "sc02_sh05", "Ending-Final")
+MOON = Context(slug="moon-book", project_id="p-moon", project_name="Moon Book", other_projects={"sun-book": "Sun Book"},
+               shots={k: _shot(k) for k in MOON_KEYS}, shot_runs={k: R_LAST for k in MOON_KEYS},
+               runs=({"id": R_LAST, "status": "done", "run_mode": "run", "created_at": "1"},))
+
 
 def P(kind: str, inputs: dict, execution: dict | None = None, **more) -> dict:
     return {"kind": "propose", "proposals": [(kind, inputs, execution or {})], **more}
@@ -430,6 +436,28 @@ def test_asks_back(text, expected):
     assert not reply.proposals
 
 
+KEY_STYLES = [
+    ("render shot 10 at night", run(["shot_010"], "night"), MOON),
+    ("render shots 10 to 30 in fog", run(["shot_010", "shot_020", "shot_030"], weather="fog"), MOON),
+    ("render shot_010 to shot_030 at night", run(["shot_010", "shot_020", "shot_030"], "night"), MOON),
+    ("redo the intro at dusk", run(["intro"], "dusk"), MOON),
+    ("render intro and ending-final at dawn", run(["intro", "Ending-Final"], "dawn"), MOON),
+    ("redo shot 5", run(["sc02_sh05"]), MOON),
+    ("delete the moon-book project", P("custom", {"action": "delete_project"}), MOON),
+    ("render shot 1", CLARIFY, MOON),
+    ("render shots 40-50 in fog", CLARIFY, MOON),
+    ("sync sun-book", REFUSE, MOON),
+    ("render shot2 at night", run(["s2"], "night"), CTX),
+    ("render S01 and P4 in fog", run(["s1", "panel-04"], weather="fog"), CTX),
+    ("render rgb8 at night", CLARIFY, CTX),
+]
+
+
+@pytest.mark.parametrize("text,expected,ctx", KEY_STYLES)
+def test_key_styles(text, expected, ctx):
+    _check(parse(text, ctx), expected)
+
+
 @pytest.mark.parametrize("text,expected,ctx", QA_CLARIFY)
 def test_asks_back_without_a_run(text, expected, ctx):
     _check(parse(text, ctx), expected)
@@ -580,7 +608,8 @@ def test_deterministic():
 def test_corpus_size():
     total = sum(map(len, (PIPELINE, PIPELINE_CLARIFY, QA, QA_CLARIFY, SYNC, ASSET_EDIT, ASSET_EDIT_MULTI,
                           ASSET_EDIT_CLARIFY, EXPORT, COSTS, STATUSES, CANCEL, DESTRUCTIVE, DESTRUCTIVE_MULTI,
-                          DESTRUCTIVE_IMPLICIT, NEGATED, REFUSED, NOT_REFUSED, GREETINGS, PARAPHRASES)))
+                          DESTRUCTIVE_IMPLICIT, NEGATED, REFUSED, NOT_REFUSED, GREETINGS, PARAPHRASES,
+                          KEY_STYLES)))
     assert total >= 120
 
 

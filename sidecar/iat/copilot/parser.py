@@ -76,8 +76,8 @@ COSTS = R(r"\b(costs?|costing|spen[dt]|spending|expenses?|expensive|bill|billing
 STATUS = R(r"\b(status|queue[ds]?|instructions?|tasks?|progress|pending)\b|what (?:are|r) you (?:doing|working on|"
            r"up to)|what(?:'s| is) (?:running|happening|going on)|are you (?:busy|done|working)|\b(?:agent|copilot|"
            r"assistant) (?:is )?(?:doing|working|up to|busy)|\b(?:anything|something) (?:running|queued|going on)|"
-           r"how(?:'s| is) it going|\b(?:done|finished|completed?|ready|stuck|over) yet\b|^(?:is|are|has|have|did)\b.*\b(?:done|"
-           r"finish(?:ed)?|complete[sd]?|ready|stuck|over|end(?:ed)?)\s*$")
+           r"how(?:'s| is) it going|\b(?:done|finished|completed?|ready|stuck|over) yet\b|"
+           r"^(?:is|are|has|have|did)\b.*\b(?:done|finish(?:ed)?|complete[sd]?|ready|stuck|over|end(?:ed)?)\s*$")
 QUESTION = R(r"^(?:how|what|what's|whats|which|who|why|is|are|has|have|did|was|were|any|show|list|tell|display|"
              r"report|summari[sz]e)\b")
 CANDIDATE = R(rf"\b(?:candidate|option|variant|version|alternative)\s*(?:#|no\.?|number|nr\.?)?\s*(\d+|{NUMWORD})\b|"
@@ -145,8 +145,11 @@ COUNT_WORDS = {"candidates", "variations", "variants", "options", "versions", "t
 NOT_SHOTS = R(r"^(?:x\d+|s3|v\d+|mp\d|h26\d|gpt\w*|idref\w*|a1111|auto1111|automatic1111|kind_\w+)$")
 
 
-def _say(objective: str) -> str:
-    return objective[0].lower() + objective[1:]
+def _propose(*proposals: Proposal, when: str = "") -> Reply:
+    """The proposals, with a sentence saying what they do (the assistant's message)."""
+    first = proposals[0].objective
+    more = f" (and {len(proposals) - 1} more like it)" if len(proposals) > 1 else ""
+    return Reply(kind="propose", text=f"Sure: I'll {first[0].lower()}{first[1:]}{more}{when}.", proposals=proposals)
 
 
 def _ask(text: str, options=()) -> Reply:
@@ -246,13 +249,17 @@ def _prefix(key: str) -> str:
     return re.match(r"[a-z]*", key.lower()).group(0)
 
 
-def _by_number(n: int, hint: str, ctx: Context) -> list[str]:
-    """Keys whose number is n; when several, those whose letters fit the word used ("shot 1": s1, shot-01)."""
+def _fits(key: str, word: str) -> bool:
+    """The key's letters fit the word used: "shot" fits s1 and shot-01, "panel" fits p1 and panel-04."""
+    return bool(_prefix(key)) and (word.startswith(_prefix(key)) or _prefix(key).startswith(word))
+
+
+def _by_number(n: int, hint: str, ctx: Context, strict: bool = False) -> list[str]:
+    """Keys whose number is n; when several (or always, if strict), those whose letters fit the word used."""
     found = [k for k in ctx.shots if _trailing(k) == n]
-    if len(found) > 1 and hint:
-        hint = hint.rstrip("s")
-        fits = [k for k in found if _prefix(k) and (hint.startswith(_prefix(k)) or _prefix(k).startswith(hint))]
-        found = fits or found
+    if (len(found) > 1 or strict) and hint:
+        fits = [k for k in found if _fits(k, hint.rstrip("s"))]
+        found = fits if strict else fits or found
     return found
 
 
@@ -307,7 +314,7 @@ def _shot_refs(t: str, ctx: Context) -> dict:
             found = _by_number(n, noun, ctx)
         elif re.fullmatch(r"[a-z]+[-_.]?\d+", tok) and not NOT_SHOTS.match(tok) and nxt not in COUNT_WORDS:
             n = _trailing(tok)
-            found = [k for k in _by_number(n, "", ctx) if _prefix(k) == _prefix(tok)]
+            found = _by_number(n, _prefix(tok), ctx, strict=True)  # "panel-4", "shot2", "S01"
         else:
             noun, prev_n, ranging = "", None, False
             continue
@@ -400,8 +407,7 @@ def pipeline(c: Clause) -> Reply:
     objective += "".join(f", {e}" for e in extras if e)
     m = MONEY.search(t)
     constraints = {"max_cost_usd": float(m.group(1) or m.group(2))} if m else {}
-    return Reply(kind="propose", text=f"Sure: I'll {_say(objective)}.", proposals=(
-        Proposal("pipeline_run", objective, inputs, execution, constraints),))
+    return _propose(Proposal("pipeline_run", objective, inputs, execution, constraints))
 
 
 def qa(c: Clause) -> Reply:
@@ -435,7 +441,7 @@ def qa(c: Clause) -> Reply:
     if assets:
         proposals.append(Proposal("qa_check", f"Check the quality of {len(assets)} asset(s)", {"asset_ids": assets},
                                   execution))
-    return Reply(kind="propose", text=f"I'll {_say(proposals[0].objective)}.", proposals=tuple(proposals))
+    return _propose(*proposals)
 
 
 def sync(c: Clause) -> Reply:
@@ -450,8 +456,7 @@ def sync(c: Clause) -> Reply:
     objective = ("Pull the project from remote storage" if pull else "Push the project to remote storage") + (
         ", deleting remote files that have no local copy" if inputs["delete_remote"] else "") + (
         " (dry run)" if execution else "")
-    return Reply(kind="propose", text=f"I'll {_say(objective)}.",
-                 proposals=(Proposal("storage_sync", objective, inputs, execution),))
+    return _propose(Proposal("storage_sync", objective, inputs, execution))
 
 
 def edit(c: Clause) -> Reply:
@@ -478,15 +483,13 @@ def edit(c: Clause) -> Reply:
     proposals = tuple(Proposal("asset_edit", f"{names[op]} asset {a}",
                                {"asset_id": a, "operation": op, **({"factor": factor} if op == "upscale" else {})})
                       for a in assets for op in ops)
-    return Reply(kind="propose", text=f"I'll {_say(proposals[0].objective)}"
-                 + (f" (and {len(proposals) - 1} more edit(s))." if len(proposals) > 1 else "."), proposals=proposals)
+    return _propose(*proposals)
 
 
 def export(c: Clause) -> Reply:
     fmt = "zip" if re.search(r"\bzip", c.t) else "folder" if re.search(r"\b(folder|directory|dir)\b", c.t) else "tar.gz"
     objective = f"Export the project as {'a folder' if fmt == 'folder' else fmt}"
-    return Reply(kind="propose", text=f"I'll {_say(objective)}.", proposals=(
-        Proposal("custom", objective, {"action": "export_project", "format": fmt}),))
+    return _propose(Proposal("custom", objective, {"action": "export_project", "format": fmt}))
 
 
 def delete(c: Clause) -> Reply:
@@ -504,10 +507,8 @@ def _delete(c: Clause) -> Reply:
     if any(r in ("run", "instruction") for _, r in roles):
         return _ask("I can delete assets or the whole project, not runs or instructions. What should go?")
     if roles:
-        proposals = tuple(Proposal("custom", f"Delete asset {a}", {"action": "delete_asset", "asset_id": a})
-                          for a, _ in roles)
-        return Reply(kind="propose", text=f"I'll delete {len(proposals)} asset(s) once you confirm.",
-                     proposals=proposals)
+        return _propose(*(Proposal("custom", f"Delete asset {a}", {"action": "delete_asset", "asset_id": a})
+                          for a, _ in roles), when=" once you confirm")
     if SYNC_NOUN.search(t):
         return _ask("I won't delete remote files on a guess. Do you mean a sync that deletes remote files with no "
                     "local copy?", ["sync and delete remote files that are gone locally"])
@@ -515,8 +516,8 @@ def _delete(c: Clause) -> Reply:
     if re.search(rf"{DELETE.pattern}\s+(?:(?:the|this|our|my|whole|entire|current|complete|full|{own})\s+)*"
                  rf"(?:project\b|(?:{own})\b)(?!\s+(?:folders?|files?|dir\w*|assets?|stuff|contents?|data|outputs?|"
                  rf"images?|renders?|runs?|shots?))", t):
-        return Reply(kind="propose", text=f"I'll delete project {ctx.project_name} once you confirm.", proposals=(
-            Proposal("custom", f"Delete project {ctx.project_name}", {"action": "delete_project"}),))
+        return _propose(Proposal("custom", f"Delete project {ctx.project_name}", {"action": "delete_project"}),
+                        when=" once you confirm")
     if re.search(r"\b(runs?|shots?|instructions?)\b", t):
         return _ask("I can delete assets (by id) or the whole project, not runs, shots or instructions.")
     image = _latest_image(ctx, t) if IMPLICIT.search(t) and not re.search(r"\b(all|every\w*)\b", t) else None
@@ -539,9 +540,8 @@ def select(c: Clause) -> Reply:
     if not run_id:
         return _ask(f"In which run should I pick candidate {index} for shot {key}?")
     objective = f"Make candidate {index} the final of shot {key} in run {run_id}"
-    return Reply(kind="propose", text=f"I'll {_say(objective)}.", proposals=(Proposal(
-        "custom", objective, {"action": "select_candidate", "run_id": run_id, "job_key": key,
-                              "candidate_index": index}),))
+    return _propose(Proposal("custom", objective, {"action": "select_candidate", "run_id": run_id, "job_key": key,
+                                                   "candidate_index": index}))
 
 
 def cancel(c: Clause) -> Reply:
