@@ -140,10 +140,12 @@ def test_a_pipeline_run_tool_call_is_the_proposal_the_parser_makes(app, setup, c
                         {"shot_keys": ["s1", "s3"], "time_of_day": "dusk", "weather": "rain"})
     assert reply.kind == "propose" and reply.source == "llm" and reply.proposals == (expected,)
     assert "Render shots s1, s3" in reply.text
-    # And it becomes an instruction through the same path as any proposal.
+    # And it becomes an instruction through the same path as any proposal (once a run holds those shots).
     from iat.copilot import service
 
     handle = setup[0]
+    app.agent.close()
+    Client(app).call("runs.plan", slug="alpha", shots=[{"job_key": k, "scene": f"scene {k}"} for k in ("s1", "s3")])
     row = service.create(app, handle, app.current_user()["id"], instruction_type=expected.instruction_type,
                          objective=expected.objective, inputs=expected.inputs, execution=expected.execution,
                          constraints=expected.constraints, priority=expected.priority, queue=False)
