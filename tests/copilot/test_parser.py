@@ -160,6 +160,8 @@ PARAPHRASES = [
     ("render s2 without fog at night", run(["s2"], "night", "clear")),
     ("render the shots with Mira at night", run(["s1", "s3"], "night")),
     ("redo every hero shot in the fog", run(["s1", "s3"], weather="fog")),
+    ("good morning render s1 at dusk", run(["s1"], "dusk")),
+    ("Good evening! Could you redo s2 in the snow?", run(["s2"], weather="snow")),
     ("is the last run any good?", P("qa_check", {"run_id": R_LAST})),
     ("can you check the images from the latest run?", P("qa_check", {"run_id": R_LAST})),
     ("check the aspect ratio of the last run", P("qa_check", {"run_id": R_LAST}, {"size_check": "aspect"})),

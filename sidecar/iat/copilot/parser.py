@@ -36,6 +36,7 @@ HELP = ("I can render shots (\"render s1 and s3 at dusk in the rain\"), check th
 # --- rewrites applied before anything is matched: phrases that would otherwise read as another intent ---
 REWRITES = [
     (R(r"[\u2018\u2019`]"), "'"), (R(r"[\u2013\u2014]"), "-"), (R(r"\bcolour"), "color"),
+    (R(r"^(?:hi|hello|hey|good (?:morning|afternoon|evening))\b(?=.*\w.*\w)"), " "),
     (R(r"\b(please|pls|plz|kindly)\b|\b(?:delete|remove|erase|touch|change)\w* nothing\b"), " "),
     (R(r"\bdouble[- ]check"), "check"), (R(r"\bquality[- ]check"), "quality check"),
     (R(r"\bre-(?=\w)"), "re"), (R(r"\bback[- ]up\b"), "backup"), (R(r"\bcut[- ]out\b"), "cutout"),
@@ -358,8 +359,8 @@ def pipeline(c: Clause) -> Reply:
     if shots["ambiguous"]:
         return _ask("Which shot do you mean?", shots["ambiguous"][0])
     keys = shots["keys"]
-    cast = [code for code, name in ctx.characters.items() if re.search(rf"\b(?:{re.escape(code.lower())}|"
-                                                                       rf"{re.escape(name.lower())})\b", t)]
+    cast = [code for code, name in ctx.characters.items()
+            if any(w and re.search(rf"\b{re.escape(w.lower())}\b", t) for w in (code, name))]
     if not keys and (ALL_SHOTS.search(t) or LAST_RUN.search(t) or cast):
         keys = [k for k in known if ctx.shot_runs.get(k) == ctx.last_run_id] if LAST_RUN.search(t) else known
         keys = [k for k in keys if set(cast) <= set(ctx.shots[k].get("characters") or [])]  # "the shots with Mira"
