@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from iat.commands.common import ProjectRef, exactly_one_of, require_exactly_one
+from iat.commands.common import ProjectRef, require_exactly_one
 from iat.copilot.envelope import Status
 from iat.errors import IllegalTransition, Unauthorized
 from iat.lazy import lazy_import
@@ -36,11 +36,20 @@ class AgentEvent(BaseModel):
     payload: dict[str, Any] = Field(default_factory=dict)
 
 
+# Exactly one of status and event; message, result and error only with a status (what _one_kind checks).
+_ONE_KIND = {"oneOf": [
+    {"required": ["status"], "properties": {"status": {"not": {"type": "null"}}, "event": {"type": "null"}}},
+    {"required": ["event"], "properties": {"event": {"not": {"type": "null"}}, "status": {"type": "null"},
+                                           "message": {"maxLength": 0}, "result": {"type": "null"},
+                                           "error": {"type": "null"}}},
+]}
+
+
 class CallbackParams(ProjectRef):
     """Either a status answer (the response contract of SPEC 9.2 without instruction_id, which the path gives:
     status, message, result, error) or an event."""
 
-    model_config = ConfigDict(json_schema_extra=exactly_one_of("status", "event"))
+    model_config = ConfigDict(json_schema_extra=_ONE_KIND)
 
     instruction_id: uuid.UUID
     token: str | None = Field(None, min_length=1, max_length=256, description=(
