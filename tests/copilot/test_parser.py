@@ -372,6 +372,7 @@ DESTRUCTIVE_MULTI = [
 DESTRUCTIVE_IMPLICIT = [
     "delete it", "delete everything", "remove all the old stuff", "wipe the bucket", "delete the last image",
     "get rid of the old renders", "delete", "destroy all assets", "pick candidate 2", "use candidate 2 for s9",
+    "pick candidate 42 for s2",
     "delete the run", "delete the remote files", "clear out the project folder", "remove them",
     "nuke it all", "throw away the drafts", "remove the project from s3", "delete all assets in the project",
     "clear out the project folder", "delete the project folder", "how do I delete the project?",
@@ -623,6 +624,7 @@ def test_shuffled_words_never_crash_and_only_valid_or_named_destruction():
 
     words = " ".join(t for t, _ in PIPELINE + QA + SYNC + ASSET_EDIT + EXPORT + DESTRUCTIVE + COSTS
                      + PARAPHRASES).split() + DESTRUCTIVE_IMPLICIT + REFUSED
+    words += ["42", "17", "0", "99", "x9", "9x", "by 7", "seed", "99999999999", "1.5", "$", "#20", "1-40", "no"]
     rng = random.Random(11)
     for _ in range(1500):
         text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 14)))

@@ -43,7 +43,7 @@ REWRITES = [
     (R(r"\bcut ((?:\S+ ){0,3}?)out\b"), r"cutout \1"), (R(r"\btwice as (?:big|large)\b"), "double size"),
     (R(r"\bdry[- ]?run\w*|\bsimulat\w*|\bpreview\s+(?=(?:a |the )?(?:sync|push|pull|upload))|"
        r"\bwhat would (?:a |the )?(?=(?:sync|push|pull|upload))"), " dryrun "),
-    (R(r"\b(?:without|no|minus)\s+(?:any\s+|the\s+)?(?:rain|snow|fog|mist)\w*"), " clearweather "),
+    (R(r"\b(?:without|no|minus)\s+(?:any\s+|the\s+)?(?:rain|snow|fog|mist)\w*"), " fairweather "),
     (R(r"\b(last|latest|newest|most recent|recent|previous|current)\s+(generated|final|upscaled|cutout|input|"
        r"reference|mask)\b"), r"\1 kind_\2"),
 ]
@@ -55,7 +55,8 @@ NEGATED = R(r"\b(?:don'?t|do not|never|no need to|shouldn'?t|should not|mustn'?t
 SYNC_VERB = R(r"\b(sync\w*|synchroni[sz]\w*|push\w*|pull\w*|upload\w*|download\w*|backup|mirror\w*|fetch\w*|"
               r"replicat\w*|syncprune|dryrun)\b")
 # Deleting remote objects is part of a sync only when a sync is asked for in the same request.
-SYNC_PRUNE = R(r"(?:\band\s+)?\b(?:delete|remove|prune|purge|clean ?up|drop|clear)\w*\b[^,.;]*?\b(?:remote\w*|s3|"
+SYNC_PRUNE = R(r"(?:\band\s+)?\b(?:delet(?:e[sd]?|ing)|remov(?:e[sd]?|ing)|prun(?:e[sd]?|ing)|purg(?:e[sd]?|ing)|"
+               r"clean(?:ing)? ?up)\b[^,.;]*?\b(?:remote\w*|s3|"
                r"bucket|cloud|orphan\w*|locally|local cop\w*|no longer|gone|stale)\b[^,.;]*|"
                r"\bwith (?:remote )?delet\w*")
 
@@ -110,7 +111,7 @@ TIMES = [("dawn", r"dawn|daybreak|sunrise|sun-?up|first light|early morning|morn
          ("dusk", r"dusk|evening|sunset|sun-?down|twilight|golden hour|nightfall"),
          ("night", r"night|nights|nighttime|night-time|midnight|after dark|dark|moonlit|moonlight"),
          ("day", r"day|daytime|daylight|midday|mid-day|noon|afternoon")]
-WEATHERS = [("clear", r"clear(?:\s+(?:skies|sky|weather))?|clearweather|sunny|sunshine|sun|fair weather|dry|cloudless"),
+WEATHERS = [("clear", r"clear(?:\s+(?:skies|sky|weather))?|fairweather|sunny|sunshine|sun|fair weather|dry|cloudless"),
             ("rain", r"rain\w*|drizzl\w*|showers?|storm\w*|thunder\w*|downpour|wet"),
             ("snow", r"snow\w*|blizzard\w*|sleet\w*|flurr\w*|wintry"), ("fog", r"fog\w*|mist|misty|mists|haz[ey]|smog")]
 TIMES_RE = [(v, R(rf"\b(?:{p})\b")) for v, p in TIMES]
@@ -532,6 +533,8 @@ def select(c: Clause) -> Reply:
     if not m:
         return _ask("Which candidate number should become the final?")
     index = _num(m.group(1)) if m.group(1) else ORDINALS[m.group(2)] - 1
+    if not 0 <= index <= 15:
+        return _ask(f"A shot has at most 16 candidates (0 to 15); there is no candidate {index}. Which one?")
     shots = _shot_refs(t[:m.start()] + " " + t[m.end():], ctx)
     if shots["unknown"] or shots["ambiguous"] or len(shots["keys"]) != 1:
         return _ask(f"For which shot should candidate {index} become the final?", list(ctx.shots))
