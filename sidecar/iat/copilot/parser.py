@@ -480,9 +480,9 @@ def edit(c: Clause) -> Reply:
     factor = _factor(t) if "upscale" in ops else None
     if "upscale" in ops and factor not in (2, 3, 4):
         return _ask("Upscale by how much?", ["2x", "3x", "4x"])
-    names = {"remove_background": "Remove the background of", "upscale": f"Upscale {factor}x",
-             "color_correct": "Color-correct"}
-    proposals = tuple(Proposal("asset_edit", f"{names[op]} asset {a}",
+    names = {"remove_background": "Remove the background of asset {}", "upscale": f"Upscale asset {{}} {factor}x",
+             "color_correct": "Color-correct asset {}"}
+    proposals = tuple(Proposal("asset_edit", names[op].format(a),
                                {"asset_id": a, "operation": op, **({"factor": factor} if op == "upscale" else {})})
                       for a in assets for op in ops)
     return _propose(*proposals)
