@@ -17,6 +17,9 @@
   scripts/contract seeded in the sidecar's home folder (IAT_CONTRACT_IMAGES): the success path is fuzzed too.
 - Generated package paths name nothing (or no package) on this machine, so positive exports.import cases import a
   genuine package this module makes once in the scratch folder: the success path is fuzzed too.
+- An agent instruction's inputs, execution and constraints are validated by its type's own models (one shared body
+  schema cannot state them per type): positive agent.instructions.create cases the type refuses get a valid
+  payload of that type instead. Negative cases go out as generated.
 - models.download must never reach outside this machine: every case whose URL the sidecar would accept (positive
   or not) gets the URL of a loopback server this module runs, which serves one small super-resolution model
   (built with tests/onnx_models in the scratch folder). Positive models.download and models.install cases name that
@@ -71,6 +74,8 @@ def before_call(ctx, case, **kwargs):
         # In the default projects folder: fuzzed roots nest projects' folders in one another, and deleting the
         # outer project takes the inner one's folder with it (a projects.create problem, reported, not this one's).
         body["local_project_root"] = None
+    if positive and case.operation.method.upper() == "POST" and case.operation.path == _INSTRUCTIONS:
+        _follow_instruction_type(body)
     if positive and case.operation.method.upper() == "POST" and case.operation.path == _IMPORT and _IMAGES:
         paths = body.get("paths")
         if isinstance(paths, list) and paths:
@@ -83,6 +88,34 @@ _IMPORT = "/api/projects/{slug}/assets/import"
 _CONFIGURE = "/api/projects/{slug}/providers/{provider_code}"
 _MODELS, _DOWNLOAD = "/api/models", "/api/models/download"
 _EXPORTS_IMPORT = "/api/exports/import"
+_INSTRUCTIONS = "/api/projects/{slug}/agent/instructions"
+
+# A valid payload of each instruction type, for positive agent.instructions.create cases whose generated inputs,
+# execution or constraints the type refuses (what each type takes is in schema/agent_instruction.schema.json and
+# the operation's description; the body's schema is one for every type).
+_INSTRUCTION_EXAMPLES = {
+    "pipeline_run": {"inputs": {"shots": [{"job_key": "a", "scene": "a lighthouse"}]}},
+    "asset_edit": {"inputs": {"asset_id": "00000000-0000-4000-8000-000000000000", "operation": "color_correct"}},
+    "qa_check": {"inputs": {"asset_ids": ["00000000-0000-4000-8000-000000000000"]}},
+    "storage_sync": {"inputs": {"direction": "push"}, "execution": {"dry_run": True}},
+    "custom": {"inputs": {"action": "export_project"}},
+}
+
+
+def _follow_instruction_type(body: dict) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "sidecar"))
+    from iat.copilot.envelope import validate_payload
+    from iat.errors import InvalidParams
+
+    kind = body.get("instruction_type")
+    if kind not in _INSTRUCTION_EXAMPLES:
+        return
+    # Left in draft: the contract is the API's; carrying instructions out (runs, syncs) is the agent tests' part.
+    body["queue"] = False
+    try:
+        validate_payload(kind, "x", body.get("inputs", {}), body.get("execution"), body.get("constraints"))
+    except InvalidParams:
+        body.update({"inputs": {}, "execution": {}, "constraints": {}, **_INSTRUCTION_EXAMPLES[kind]})
 
 
 @functools.cache

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from iat.commands.common import Page, PageParams, ProjectRef
 from iat.copilot.envelope import InstructionType, Status
 from iat.errors import ConfirmationRequired, GuardrailDenied, IllegalTransition
+from iat.knowledge.rules import json_integer
 from iat.lazy import lazy_import
 from iat.pipeline.shots import NO_CONTROL
 from iat.registry import Result, command
@@ -74,14 +75,15 @@ class EventPage(Result):
     next_after: str | None = Field(description="Pass as `after` for the next events (null: none yet)")
 
 
-class CreateParams(ProjectRef):
+class InstructionCreateParams(ProjectRef):
     instruction_type: InstructionType
     objective: str = Field(min_length=1, max_length=2000, pattern=NO_CONTROL, description="The plain-language goal")
     inputs: dict[str, Any] = Field(description="What the type takes (schema/agent_instruction.schema.json "
                                                "$defs/<type>.inputs)")
     execution: dict[str, Any] = Field(default_factory=dict, description="Options ($defs/<type>.execution)")
     constraints: dict[str, Any] = Field(default_factory=dict, description="Hard limits ($defs/constraints)")
-    priority: int = Field(100, ge=0, le=1000, strict=True, description="Lower runs first")
+    priority: Annotated[int, BeforeValidator(json_integer)] = Field(100, ge=0, le=1000, strict=True,
+                                                                    description="Lower runs first")
     session_id: uuid.UUID | None = Field(None, description="The chat session it belongs to")
     queue: bool = Field(True, strict=True, description="Queue it at once when it needs no confirmation; false "
                                                        "leaves it in draft (queue it with confirm)")
@@ -91,17 +93,17 @@ class InstructionRef(ProjectRef):
     instruction_id: uuid.UUID
 
 
-class CancelParams(InstructionRef):
+class InstructionCancelParams(InstructionRef):
     reason: str | None = Field(None, max_length=500, pattern=NO_CONTROL)
 
 
-class ListParams(PageParams):
+class InstructionListParams(PageParams):
     status: Status | None = None
     instruction_type: InstructionType | None = None
     session_id: uuid.UUID | None = None
 
 
-class EventsParams(InstructionRef):
+class InstructionEventsParams(InstructionRef):
     limit: int = Field(200, ge=1, le=1000)
     after: uuid.UUID | None = Field(None, description="The last event id already seen: only later ones")
 
@@ -136,10 +138,10 @@ def _actor(ctx) -> str:
     return ctx.app.current_user()["id"]
 
 
-@command("agent.instructions.create", params=CreateParams, result=InstructionOut,
+@command("agent.instructions.create", params=InstructionCreateParams, result=InstructionOut,
          route=("POST", "/api/projects/{slug}/agent/instructions"), mutating=True,
          errors=(GuardrailDenied, ConfirmationRequired))
-def create(ctx, p: CreateParams) -> InstructionOut:
+def create(ctx, p: InstructionCreateParams) -> InstructionOut:
     """Creates an instruction (SPEC 9.2) through the guardrails; queued at once unless it needs confirmation.
 
     Refused with nothing written: inputs or execution not valid for the type (invalid_params, each problem with its
@@ -152,9 +154,9 @@ def create(ctx, p: CreateParams) -> InstructionOut:
     return instruction_out(ctx.app, handle, row)
 
 
-@command("agent.instructions.list", params=ListParams, result=InstructionPage,
+@command("agent.instructions.list", params=InstructionListParams, result=InstructionPage,
          route=("GET", "/api/projects/{slug}/agent/instructions"))
-def list_instructions(ctx, p: ListParams) -> InstructionPage:
+def list_instructions(ctx, p: InstructionListParams) -> InstructionPage:
     """Lists the project's instructions newest first, filtered by status, type or session; page with
     next_cursor."""
     handle = ctx.app.projects.open(p.slug)
@@ -192,10 +194,10 @@ def confirm(ctx, p: InstructionRef) -> InstructionOut:
     return instruction_out(ctx.app, handle, service.confirm(ctx.app, handle, _actor(ctx), str(p.instruction_id)))
 
 
-@command("agent.instructions.cancel", params=CancelParams, result=InstructionOut,
+@command("agent.instructions.cancel", params=InstructionCancelParams, result=InstructionOut,
          route=("POST", "/api/projects/{slug}/agent/instructions/{instruction_id}/cancel"), mutating=True,
          errors=(IllegalTransition,))
-def cancel(ctx, p: CancelParams) -> InstructionOut:
+def cancel(ctx, p: InstructionCancelParams) -> InstructionOut:
     """Cancels an instruction that has not ended (draft, queued or running: work in flight is stopped);
     illegal_transition once it has ended."""
     handle = ctx.app.projects.open(p.slug)
@@ -203,9 +205,9 @@ def cancel(ctx, p: CancelParams) -> InstructionOut:
                                                            p.reason))
 
 
-@command("agent.instructions.events", params=EventsParams, result=EventPage,
+@command("agent.instructions.events", params=InstructionEventsParams, result=EventPage,
          route=("GET", "/api/projects/{slug}/agent/instructions/{instruction_id}/events"))
-def events(ctx, p: EventsParams) -> EventPage:
+def events(ctx, p: InstructionEventsParams) -> EventPage:
     """The instruction's execution trail, oldest first: status changes, queued, started, the agent's log lines,
     its result or error."""
     handle = ctx.app.projects.open(p.slug)

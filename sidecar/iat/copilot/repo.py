@@ -6,7 +6,9 @@ instruction of another project is simply not found.
 
 from __future__ import annotations
 
+import threading
 import uuid
+from datetime import datetime, timedelta
 
 from iat.clock import utcnow
 from iat.db.models import AgentDispatch, AgentInstruction, AgentInstructionEvent, ChatMessage, ChatSession
@@ -139,9 +141,25 @@ def with_status(project_id: str, status: str) -> list[dict]:
 # --- events ---
 
 
+_stamp_lock = threading.Lock()
+_last_stamp: datetime | None = None
+
+
+def _event_time() -> datetime:
+    """Strictly increasing in this process: events written in one transaction (a status change and its result)
+    would otherwise share a microsecond, and their order would fall to their random ids."""
+    global _last_stamp
+    with _stamp_lock:
+        now = utcnow()
+        if _last_stamp is not None and now <= _last_stamp:
+            now = _last_stamp + timedelta(microseconds=1)
+        _last_stamp = now
+        return now
+
+
 def add_event(instruction_id: str, event_type: str, payload: dict | None = None) -> dict:
     row = {"id": str(uuid.uuid4()), "instruction_id": str(instruction_id), "event_type": event_type,
-           "event_payload_json": payload or {}, "created_at": utcnow()}
+           "event_payload_json": payload or {}, "created_at": _event_time()}
     AgentInstructionEvent.insert(**row).execute()
     return row
 
