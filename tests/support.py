@@ -36,6 +36,20 @@ class Client:
         return info.value
 
 
+def wait_for(check, what: str = "the condition", timeout: float = 240.0, poll: float = 0.02):
+    """Polls `check` until it returns something truthy (returned), failing after `timeout` seconds. Long limits
+    suit a loaded 2-core machine: the condition is waited for, never slept on."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll)
+
+
 def finished_run(app: App, client: Client, provider: str, slug: str = "alpha", **params) -> tuple[dict, list, list, dict]:
     """Starts a run with `provider`, waits for the runner, and returns the run, its candidates, its provider call
     attempts and the project's costs grouped by run."""

@@ -6,7 +6,6 @@ instruction with their typed error, and a project deleted by its own instruction
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 
 import pytest
@@ -17,7 +16,7 @@ from iat.copilot import repo
 from iat.errors import InvalidParams
 from iat.providers.preview import PreviewProvider
 
-from support import Client
+from support import Client, wait_for
 
 WAIT_S = 240  # a loaded 2-core machine: waited for, never slept on
 SHOTS = [{"job_key": "harbour", "scene": "a quiet harbour at dawn"}, {"job_key": "hill", "scene": "a windy hill"}]
@@ -87,16 +86,6 @@ def check_trail(events: list[tuple[str, dict]], end: str) -> None:
     assert sorted(kinds[-2:]) == sorted(["status_change", closing]), kinds
     assert set(kinds[5:-2]) <= {"log"} and len(kinds) > 7, kinds
     assert moves(events) == [(None, "draft"), ("draft", "queued"), ("queued", "running"), ("running", end)]
-
-
-def wait_for(check, timeout: float = WAIT_S, what: str = "the condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def dispatch_row(app: App, instruction_id: str, slug: str = "alpha") -> dict | None:

@@ -7,15 +7,16 @@ same URL with its token ends it. None vanish."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from PIL import Image
 
+from support import wait_for as _wait_for
 from tests.protocol.conftest import SidecarProcess
 from vendors.agent_api import AgentServer, post
 from vendors.loopback import LoopbackServer
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.process
 WAIT_S = 300  # a loaded 2-core machine; polled, never slept on
 SHOTS = [{"job_key": f"shot-{i}", "scene": f"scene {i} on the quay"} for i in range(6)]
 ENV = {"IAT_SECRETS_PASSPHRASE": "restart test passphrase"}
+wait_for = functools.partial(_wait_for, timeout=WAIT_S, poll=0.05)
 
 
 def free_port() -> int:
@@ -56,16 +58,6 @@ class HangingRemover:
         while not self.released.is_set():
             await asyncio.sleep(0.05)
         return web.json_response({"errors": [{"title": "gone"}]}, status=503)
-
-
-def wait_for(check, what: str):
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def instruction(client, slug: str, instruction_id: str) -> dict:
