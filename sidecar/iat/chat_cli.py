@@ -13,10 +13,20 @@ order: output never interleaves mid-line, a confirmation's answer is simply the 
 works as a terminal does. Plain text only. A command's error prints as one line `error: <name>: <message>` and the
 chat goes on; /quit, end of input and Ctrl+C end it with code 0 (instructions still queued or running go on the
 next time a sidecar opens the project); an unknown project or session ends it with code 2.
+
+With --voice (push to talk), a recording (iat.voice.capture) goes to `voice.stt` with this chat's session, the one
+path that stores the audio, records the voice request and sends the recognised text as a chat turn: "you said: ..."
+and the answer are printed as for a typed line, then the answer is spoken (`voice.tts` on the assistant message,
+played by iat.voice.playback) unless --no-speak. A terminal cannot see a key being released, so Enter (an empty
+line) starts a recording and the next Enter stops it; /talk does the same through a pipe (the next line, whatever it
+holds, stops it) and /talk SECONDS records that long. No input device: one line, the chat goes on typed; an
+--input-device or --output-device named that does not exist ends it with code 2 (a typo, not a missing device); no
+output device: the answers are printed only. A missing engine or model is the voice command's one-line error.
 """
 
 from __future__ import annotations
 
+import base64
 import queue
 import sys
 import threading
@@ -31,6 +41,12 @@ Type a request in plain words (e.g. "run the pipeline for shots s01, s02 at nigh
   /confirm ID       confirm a draft instruction (an id prefix is enough when it is unique)
   /cancel ID        cancel an instruction that has not ended
   /quit             leave (also end of input, Ctrl+C)"""
+
+VOICE_HELP = """Push to talk (--voice): Enter (an empty line) starts recording, Enter again stops it (a terminal cannot see a key
+being released, so the key is pressed twice). Typed lines still work.
+  /talk             record until the next line (any line stops it)
+  /talk SECONDS     record that long
+  /devices          the input and output devices"""
 
 # Statuses in lifecycle order: an event that does not move an instruction forward was already shown.
 _RANK = {"draft": 0, "queued": 1, "running": 2, "done": 3, "failed": 3, "canceled": 3}
@@ -77,8 +93,10 @@ def payload_line(payload: dict) -> str:
 class Chat:
     """One chat on one project and session; `run()` is the loop, returning the exit code."""
 
-    def __init__(self, app, call: Callable[..., Any], slug: str, session_id: str, stdin: TextIO, out: TextIO):
+    def __init__(self, app, call: Callable[..., Any], slug: str, session_id: str, stdin: TextIO, out: TextIO,
+                 voice: Voice | None = None):
         self.app = app
+        self.voice = voice
         self.call = call
         self.slug = slug
         self.session_id = session_id
@@ -243,9 +261,15 @@ class Chat:
 
     def turn(self, text: str) -> bool:
         """One message to the copilot; False when input ended during a confirmation."""
-        result = self.call("chat.messages.send", slug=self.slug, session_id=self.session_id, text=text)
+        return self.show_turn(self.call("chat.messages.send", slug=self.slug, session_id=self.session_id, text=text))
+
+    def show_turn(self, result: dict) -> bool:
+        """The answer of a turn (typed or spoken) and its instructions; False when input ended during a
+        confirmation."""
         answer = result["assistant_message"]["content_text"]
         self.say("copilot: " + (answer.replace("\n", "\n  ") if answer else "(no answer)"))
+        if self.voice and answer:
+            self.voice.speak(self, result["assistant_message"]["id"])
         for row in result["instructions"]:
             self._track(row)
             self.show_instruction(row)
@@ -262,6 +286,12 @@ class Chat:
             return False
         if name in ("/help", "/?"):
             self.say(HELP)
+            if self.voice:
+                self.say(VOICE_HELP)
+        elif name == "/talk" and self.voice:
+            return self.talk(arg)
+        elif name == "/devices" and self.voice:
+            self.voice.show_devices(self)
         elif name == "/instructions":
             page = self.call("agent.instructions.list", slug=self.slug, limit=20)
             if not page["items"]:
@@ -296,11 +326,14 @@ class Chat:
                 if line is _EOF:
                     break
                 line = line.strip()
-                if not line:
+                if not line and not (self.voice and self.tty):
                     self.prompt()
                     continue
                 try:
-                    if line.startswith("/"):
+                    if not line:  # Enter on a terminal in voice mode: push to talk
+                        if not self.talk(""):
+                            break
+                    elif line.startswith("/"):
                         if not self.command(line):
                             break
                     elif not self.turn(line):
@@ -320,6 +353,41 @@ class Chat:
         self._goodbye()
         return 0
 
+    def talk(self, arg: str) -> bool:
+        """Records (until the next line, or for SECONDS), then the recording as a spoken turn; False when input
+        ended during a confirmation."""
+        from iat.voice import capture
+
+        voice = self.voice
+        if not voice.can_record:
+            raise _Usage(f"no recording: {voice.no_input}", name="conflict")
+        seconds = None
+        if arg.strip():
+            try:
+                seconds = float(arg)
+            except ValueError:
+                raise _Usage("/talk takes a number of seconds (or nothing: the next line stops it)") from None
+            if not 0 < seconds <= capture.MAX_SECONDS:
+                raise _Usage(f"/talk takes 0 to {capture.MAX_SECONDS:g} seconds")
+        if seconds is not None:
+            self.say(f"recording {seconds:g} s...")
+            audio = voice.record(seconds=seconds)
+        else:
+            self.say("recording... press Enter to stop" if self.tty else "recording... (the next line stops it)")
+            audio = voice.record_until(self._next_line)
+        self.say(f"recorded {audio.duration_s:.1f} s")
+        if audio.duration_s == 0:
+            return True
+        result = self.call("voice.stt", slug=self.slug, session_id=self.session_id,
+                           audio_base64=base64.b64encode(capture.wav_bytes(audio)).decode("ascii"), **voice.stt_params)
+        transcript = result["transcript"]
+        if not transcript.get("text"):
+            reason = (transcript.get("meta") or {}).get("reason") or "no speech recognised"
+            self.say(f"you said: (nothing: {reason})")
+            return True
+        self.say(f"you said: {transcript['text']}")
+        return self.show_turn(result["turn"]) if result.get("turn") else True
+
     def _goodbye(self) -> None:
         going = sorted(i for i in self.followed if self.known[i] in ("queued", "running"))
         if going:
@@ -327,6 +395,96 @@ class Chat:
             self.say(f"still going: {ids}; queued and running instructions go on the next time a sidecar opens "
                      f"project {self.slug}")
         self.say("bye")
+
+
+class Voice:
+    """Push to talk's devices and engine choices (the --voice options), checked once at the start."""
+
+    def __init__(self, args):
+        from iat.voice import capture
+
+        self.input = args.input_device
+        self.output = args.output_device
+        self.stt_params = {k: v for k, v in (("engine", args.stt_engine), ("language", args.language)) if v}
+        self.stt_params["grammar"] = bool(args.grammar)
+        self.tts_params = {k: v for k, v in (("engine", args.tts_engine), ("language", args.language),
+                                             ("voice", args.tts_voice)) if v}
+        self.notes: list[str] = []
+        self.no_input: str | None = None
+        self.speaking = not args.no_speak
+        try:
+            capture.device_info(self.input, "input")
+        except capture.DeviceUnavailable as exc:
+            if self.input is not None:
+                raise
+            self.no_input = exc.message
+            self.notes.append(f"voice: {exc.message}; type your requests")
+        if self.speaking:
+            try:
+                capture.device_info(self.output, "output")
+            except capture.DeviceUnavailable as exc:
+                if self.output is not None:
+                    raise
+                self.speaking = False
+                self.notes.append(f"voice: {exc.message}; answers are printed, not spoken")
+
+    @property
+    def can_record(self) -> bool:
+        return self.no_input is None
+
+    def record(self, seconds: float):
+        from iat.voice import capture
+
+        return capture.record(self.input, seconds=seconds)
+
+    def record_until(self, next_line: Callable[[], object]):
+        """Records on a thread until next_line() returns (a line or the end of input)."""
+        from iat.voice import capture
+
+        stop = threading.Event()
+        got: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                got["audio"] = capture.record(self.input, stop=stop)
+            except BaseException as exc:  # noqa: BLE001 - raised again on the chat's thread
+                got["error"] = exc
+            stop.set()
+
+        worker = threading.Thread(target=run, name="chat-record", daemon=True)
+        worker.start()
+        next_line()
+        stop.set()
+        worker.join()
+        if "error" in got:
+            raise got["error"]
+        return got["audio"]
+
+    def speak(self, chat: Chat, message_id: str) -> None:
+        """voice.tts on the assistant message, then played; a failure is one line and the chat goes on (no output
+        device: answers are no longer spoken)."""
+        from iat.voice import capture, playback
+
+        if not self.speaking:
+            return
+        try:
+            spoken = chat.call("voice.tts", slug=chat.slug, message_id=message_id, **self.tts_params)
+            data = chat.call("assets.read", slug=chat.slug, asset_id=spoken["asset"]["id"])
+            playback.play(base64.b64decode(data["data_base64"]), self.output)
+        except capture.DeviceUnavailable as exc:
+            self.speaking = False
+            chat.say(f"voice: {exc.message}; answers are printed, not spoken")
+        except Exception as exc:  # noqa: BLE001 - any failure is one line; the chat goes on
+            chat.error(exc)
+
+    def show_devices(self, chat: Chat) -> None:
+        from iat.voice import capture
+
+        for kind in ("input", "output"):
+            found = capture.devices(kind)
+            chat.say(f"{kind} devices:" + ("" if found else " none"))
+            for d in found:
+                chat.say(f"  {d['index']}: {d['name']} ({d['channels']} ch, {d['default_samplerate']:g} Hz)")
 
 
 class _Usage(Exception):
@@ -360,9 +518,23 @@ def run_chat(args, settings, stdin: TextIO | None = None, out: TextIO | None = N
         except IATError as exc:
             print(f"error: {exc.name}: {exc.message}", file=sys.stderr)
             return 2
-        return Chat(app, call, project["slug"], session["id"], stdin, out).run(
-            f"chat with the copilot in {project['name']} ({project['slug']}), session {short(session['id'])}; "
-            "/help for commands")
+        voice = None
+        if getattr(args, "voice", False):
+            from iat.voice.capture import DeviceUnavailable
+
+            try:
+                voice = Voice(args)
+            except DeviceUnavailable as exc:
+                print(f"error: {exc.name}: {exc.message}", file=sys.stderr)
+                return 2
+        chat = Chat(app, call, project["slug"], session["id"], stdin, out, voice=voice)
+        greeting = (f"chat with the copilot in {project['name']} ({project['slug']}), session "
+                    f"{short(session['id'])}; /help for commands")
+        if voice:
+            lines = [*voice.notes] + (["push to talk: Enter starts a recording and Enter stops it; /talk [SECONDS] "
+                                       "too"] if voice.can_record else [])
+            greeting += "".join("\n" + line for line in lines)
+        return chat.run(greeting)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -42,6 +42,26 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--session", metavar="ID", help="continue this chat session (default: a new one)")
     chat.add_argument("--title", help="the new session's title")
     chat.add_argument("--home", help="data folder (default: $IAT_HOME or the user data dir, as the desktop app)")
+    voice = chat.add_argument_group("push to talk (--voice)", description=(
+        "A terminal cannot see a key being released, so on a terminal Enter starts a recording and Enter stops it "
+        "(holding SPACE would rest on the keyboard's repeat delay and a raw-mode terminal); /talk does the same "
+        "(the next line stops it) and /talk SECONDS records that long, also through a pipe. What was said goes "
+        "through voice.stt into this chat, the answer is printed and spoken (voice.tts). Typed lines still work. "
+        "No input device: one line, and the chat goes on typed; a device named here that does not exist ends it "
+        "with code 2."))
+    voice.add_argument("--voice", action="store_true", help="push to talk: speak requests, hear the answers")
+    voice.add_argument("--input-device", metavar="N|NAME", help="microphone: index or (part of a) name; "
+                       "default: the system's (/devices lists them)")
+    voice.add_argument("--output-device", metavar="N|NAME", help="speaker: index or (part of a) name")
+    voice.add_argument("--stt-engine", choices=("vosk", "openai"), help="speech to text (default: the project's "
+                       "settings_json.voice.stt_engine, else vosk)")
+    voice.add_argument("--tts-engine", choices=("local", "openai"), help="text to speech (default: the project's "
+                       "settings_json.voice.tts_engine, else local)")
+    voice.add_argument("--grammar", action="store_true", help="recognise only the copilot's vocabulary (short "
+                       "commands, vosk)")
+    voice.add_argument("--language", metavar="CODE", help="language of speech heard and spoken (e.g. en, ko)")
+    voice.add_argument("--tts-voice", metavar="VOICE", help="voice the answers are spoken with")
+    voice.add_argument("--no-speak", action="store_true", help="print the answers only, do not speak them")
 
     doctor = sub.add_parser("doctor", help="check this installation: data folder, databases, bundled libraries")
     doctor.add_argument("--home")

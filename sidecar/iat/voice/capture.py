@@ -53,10 +53,14 @@ def device_info(device: int | str | None, kind: str) -> dict[str, Any]:
     try:
         info = sd.query_devices(_device_arg(device), kind) if device is not None else sd.query_devices(kind=kind)
     except (ValueError, sd.PortAudioError) as exc:
-        names = ", ".join(f"{d['index']}: {d['name']}" for d in devices(kind)) or "none"
-        what = f"no {kind} device {device!r}" if device is not None else f"no default {kind} device"
-        raise DeviceUnavailable(f"{what} ({exc}); {kind} devices: {names}",
-                                details={"device": device, "kind": kind}) from None
+        found = devices(kind)
+        if not found:
+            message = f"no audio {kind} device on this machine (PortAudio lists none)"
+        else:
+            names = ", ".join(f"{d['index']}: {d['name']}" for d in found)
+            what = f"no {kind} device {device!r}" if device is not None else f"no default {kind} device ({exc})"
+            message = f"{what}; {kind} devices: {names}"
+        raise DeviceUnavailable(message, details={"device": device, "kind": kind}) from None
     channels = info[f"max_{kind}_channels"]
     if channels < 1:
         raise DeviceUnavailable(f"device {info['name']!r} has no {kind} channels", details={"device": device})
