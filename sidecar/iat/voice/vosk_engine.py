@@ -9,9 +9,10 @@ A `vosk.Model` takes seconds to load and is thread-safe, so one is loaded per mo
 call (and every App in the process); each call gets its own KaldiRecognizer.
 
 Grammar mode: a model with a runtime graph (graph/HCLr.fst + Gr.fst) restricts decoding to given phrases
-(KaldiRecognizer's grammar argument). Each grammar word is looked up in the model's vocabulary as given, in lower
-case and in upper case (English models spell words in lower case; the Korean one spells Latin words in upper
-case); words the model does not know are left out here (vosk would log "Ignoring word missing in vocabulary" and
+(KaldiRecognizer's grammar argument). Each grammar word is looked up in the model's vocabulary as given and in
+lower case, never in upper case: the Korean model spells Latin tokens in upper case ("IN", "TO", "SHOW"), read as
+Korean sounds, and such short tokens in a grammar win over the Korean words spoken; words the model does not know
+are left out here (vosk would log "Ignoring word missing in vocabulary" and
 drop them too) and listed in the transcript's meta. The model's unknown-word token ("[unk]" in most models,
 "<UNK>" in the Korean one) is added so speech outside the grammar is not forced onto a phrase; it reads "[unk]" in
 the text. A grammar with no known word, or a model with a static graph (HCLG.fst), decodes free-form and says so
@@ -155,8 +156,8 @@ def has_runtime_graph(folder: Path) -> bool:
 
 
 def known_form(model, word: str) -> str | None:
-    """How the model's vocabulary spells `word` (as given, lower or upper case), None when it has no such word."""
-    for form in dict.fromkeys((word, word.lower(), word.upper())):
+    """How the model's vocabulary spells `word` (as given or in lower case), None when it has no such word."""
+    for form in dict.fromkeys((word, word.lower())):
         if model.vosk_model_find_word(form) >= 0:
             return form
     return None
@@ -227,7 +228,8 @@ def recognize(model, audio: Audio, *, grammar: list[str] | None = None,
             mode = "unsupported"  # a static HCLG graph: vosk would ignore the grammar with a warning
         else:
             phrases, unknown, unk = model_grammar(model, grammar)
-            meta["grammar_unknown_words"] = unknown[:50]
+            meta["grammar_unknown_words"] = unknown[:200]  # sorted; the count says when there were more
+            meta["grammar_unknown_count"] = len(unknown)
             if phrases:
                 mode = "grammar"
                 meta["grammar_phrases"] = len(phrases)
