@@ -43,7 +43,7 @@ def test_mutating_commands_are_the_ones_that_change_state():
                         "exports.create", "exports.import", "assets.delete",
                         "chat.sessions.create", "chat.messages.send",
                         "agent.instructions.create", "agent.instructions.confirm", "agent.instructions.cancel",
-                        "agent.instructions.callback"}
+                        "agent.instructions.callback", "voice.stt", "voice.tts"}
 
 
 def test_a_duplicate_command_name_fails_at_import():

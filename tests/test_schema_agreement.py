@@ -74,8 +74,9 @@ def test_a_run_needs_a_body_and_lists_what_it_can_name(doc):
     assert op["requestBody"]["required"] is True  # {} names no shot list
     body = doc["components"]["schemas"]["RunParamsBody"]["properties"]
     # Generating providers only: removebg and photoroom are the paid APIs of background-removal engines, llm the
-    # copilot's chat model, agent_api the external agent.
-    assert body["provider"]["enum"] == sorted(set(default_providers()) - {"removebg", "photoroom", "llm", "agent_api"})
+    # copilot's chat model, agent_api the external agent, openai_audio the copilot's paid voice.
+    assert body["provider"]["enum"] == sorted(set(default_providers()) - {"removebg", "photoroom", "llm", "agent_api",
+                                                                           "openai_audio"})
     engines = next(s for s in body["background_engines"]["anyOf"] if s.get("type") == "array")
     assert {"key", "removebg", "photoroom"} <= set(engines["items"]["enum"])
     assert "lanczos" not in engines["items"]["enum"]  # lanczos upscales: not a background-removal engine

@@ -48,6 +48,7 @@ COMMAND_MODULES = (
     "iat.commands.agent",
     "iat.commands.chat",
     "iat.commands.agent_callbacks",
+    "iat.commands.voice",
 )
 
 

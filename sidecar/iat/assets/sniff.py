@@ -54,7 +54,7 @@ _IMAGE_FORMATS = {
 _OTHER_EXT = {
     "application/json": "json", "text/csv": "csv", "text/tab-separated-values": "tsv", "text/markdown": "md",
     "text/plain": "txt", "text/html": "html", "image/svg+xml": "svg", "application/xml": "xml",
-    "audio/wav": "wav", "audio/mpeg": "mp3", "audio/ogg": "ogg", "application/pdf": "pdf",
+    "audio/wav": "wav", "audio/mpeg": "mp3", "audio/ogg": "ogg", "audio/flac": "flac", "application/pdf": "pdf",
     "application/zip": "zip", "application/gzip": "gz", "application/x-tar": "tar", OCTET_STREAM: "bin",
 }
 
@@ -66,7 +66,8 @@ CLAIMS: dict[str, frozenset[str]] = {ext: frozenset(mimes) for ext, mimes in {
     "tsv": {"text/tab-separated-values"}, "txt": {"text/plain"}, "text": {"text/plain"}, "log": {"text/plain"},
     "md": {"text/markdown"}, "html": {"text/html"}, "htm": {"text/html"}, "svg": {"image/svg+xml"},
     "xml": {"application/xml", "image/svg+xml"}, "wav": {"audio/wav"}, "mp3": {"audio/mpeg"},
-    "ogg": {"audio/ogg"}, "oga": {"audio/ogg"}, "pdf": {"application/pdf"}, "zip": {"application/zip"},
+    "ogg": {"audio/ogg"}, "oga": {"audio/ogg"}, "flac": {"audio/flac"}, "pdf": {"application/pdf"},
+    "zip": {"application/zip"},
     "gz": {"application/gzip"}, "tgz": {"application/gzip"}, "tar.gz": {"application/gzip"},
     "tar": {"application/x-tar"},
 }.items()}
@@ -142,6 +143,8 @@ def _binary_type(head: bytes) -> str | None:
         return "application/gzip"
     if head.startswith(b"OggS"):
         return "audio/ogg"
+    if head.startswith(b"fLaC"):
+        return "audio/flac"
     if head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE6 == 0xE2):
         return "audio/mpeg"  # an ID3 tag, or an MPEG-1/2 Layer III frame sync (0xFFE, layer bits 01)
     if len(head) >= 262 and head[257:262] == b"ustar":

@@ -16,4 +16,5 @@ def default_providers() -> dict[str, str]:
             "removebg": "iat.providers.removebg:RemoveBgProvider",
             "photoroom": "iat.providers.photoroom:PhotoRoomProvider",
             "llm": "iat.providers.llm:ChatProvider",
-            "agent_api": "iat.providers.agent_api:AgentApiProvider"}
+            "agent_api": "iat.providers.agent_api:AgentApiProvider",
+            "openai_audio": "iat.providers.openai_audio:OpenAIAudioProvider"}
