@@ -224,12 +224,13 @@ def test_secrets_stay_out_unless_asked_for(tmp_path: Path):
 
 
 def test_an_older_schema_is_migrated(made: Client, tmp_path: Path):
-    """A package made before migrations 4 and 5 (run job claims, S3 sync state) imports at the latest schema."""
+    """A package made before migrations 4 to 6 (run job claims, S3 sync state, agent dispatches) imports at the
+    latest schema."""
     export = made.call("exports.create", slug="alpha", format="folder")
     package = tmp_path / "old-package"
     shutil.copytree(export["path"], package)
     con = sqlite3.connect(package / "project.db")
-    con.executescript("DROP TABLE run_job_claims; DROP TABLE storage_sync_objects; "
+    con.executescript("DROP TABLE run_job_claims; DROP TABLE storage_sync_objects; DROP TABLE agent_dispatches; "
                       "DELETE FROM schema_migrations WHERE version > 3;")
     con.commit()
     con.execute("VACUUM")
@@ -237,6 +238,7 @@ def test_an_older_schema_is_migrated(made: Client, tmp_path: Path):
     manifest = json.loads((package / "manifest.json").read_bytes())
     manifest["schema_version"] = 3
     del manifest["row_counts"]["storage_sync_objects"]
+    manifest["row_counts"].pop("agent_dispatches", None)
     for entry in manifest["files"]:
         if entry["path"] == "project.db":
             entry.update(sha256=_sha(package / "project.db"), size=(package / "project.db").stat().st_size)
