@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import queue
+import signal
 import sys
 import threading
 from typing import Any, Callable, TextIO
@@ -160,6 +161,11 @@ class Chat:
             if kind == "line":
                 self.pending = None
                 return item
+            if kind == "interrupt":
+                if self.pending is not None:
+                    self.pending = ""  # ends the line the ^C was typed on
+                self.inbox.put(("eof", None))
+                return _EOF
             if kind == "eof":
                 self.inbox.put(("eof", None))  # stays the answer to every later read
                 return _EOF
@@ -318,6 +324,10 @@ class Chat:
     def run(self, greeting: str) -> int:
         unsubscribe = self.app.events.subscribe(self._on_event)
         threading.Thread(target=self._read_lines, name="chat-stdin", daemon=True).start()
+        # Ctrl+C ends the chat like the end of input: a message in the queue rather than a KeyboardInterrupt raised
+        # wherever the main thread happens to be (inside a command, holding a lock the closing App then waits on).
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, lambda *_: self.inbox.put(("interrupt", None)))
         try:
             self.say(greeting)
             self.prompt()
@@ -356,6 +366,7 @@ class Chat:
     def talk(self, arg: str) -> bool:
         """Records (until the next line, or for SECONDS), then the recording as a spoken turn; False when input
         ended during a confirmation."""
+        from iat.voice import audio as audio_files
         from iat.voice import capture
 
         voice = self.voice
@@ -379,7 +390,7 @@ class Chat:
         if audio.duration_s == 0:
             return True
         result = self.call("voice.stt", slug=self.slug, session_id=self.session_id,
-                           audio_base64=base64.b64encode(capture.wav_bytes(audio)).decode("ascii"), **voice.stt_params)
+                           audio_base64=base64.b64encode(audio_files.encode_wav(audio)).decode("ascii"), **voice.stt_params)
         transcript = result["transcript"]
         if not transcript.get("text"):
             reason = (transcript.get("meta") or {}).get("reason") or "no speech recognised"
