@@ -7,6 +7,8 @@ file device standing in for a speaker. What the chat did is checked afterwards t
 from __future__ import annotations
 
 import os
+import re
+import io
 import json
 import subprocess
 import sys
@@ -92,12 +94,12 @@ def test_portaudio_records_speech_from_the_alsa_file_device(tmp_path: Path, spee
     user_home, outfile = sound_home(tmp_path, said)
     code = (
         "import json, sys, numpy as np, sounddevice\n"
-        "from iat.voice import capture, playback\n"
+        "from iat.voice import audio, capture, playback\n"
         "names = [d['name'] for d in sounddevice.query_devices()]\n"
-        "audio = capture.record('iat_test_mic', rate=16000, seconds=2.0)\n"
-        "np.save(sys.argv[1], audio.samples)\n"
-        "played = playback.play(capture.wav_bytes(audio), 'iat_test_speaker')\n"
-        "print(json.dumps({'names': names, 'rate': audio.sample_rate, 'played': played}))\n")
+        "rec = capture.record('iat_test_mic', rate=16000, seconds=2.0)\n"
+        "np.save(sys.argv[1], rec.samples)\n"
+        "played = playback.play(audio.encode_wav(rec), 'iat_test_speaker')\n"
+        "print(json.dumps({'names': names, 'rate': rec.sample_rate, 'played': played}))\n")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "rec.npy")], capture_output=True, text=True,
                          env=env_for(tmp_path / "unused", user_home), timeout=TIMEOUT_S)
     assert out.returncode == 0, out.stderr
@@ -215,3 +217,45 @@ def test_no_input_device_is_one_line_and_the_chat_goes_on_typed(tmp_path: Path, 
     assert "error: conflict: no recording: no audio input device on this machine (PortAudio lists none)" in lines
     assert any(line.startswith("copilot: ") for line in lines)  # the typed line was answered
     assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_push_to_talk_through_the_openai_engines(tmp_path: Path, iat_home: Path, speech):
+    """The paid engines against the loopback audio API: what the microphone recorded is what was uploaded, the
+    scripted English request becomes the copilot's export proposal, and the answer's speech is played."""
+    from vendors.loopback import LoopbackServer
+    from vendors.openai_audio import AudioState, make_app
+
+    said = speech("서울")
+    user_home, outfile = sound_home(tmp_path, said)
+    state = AudioState()
+    state.say("export the project as a zip")
+    with LoopbackServer(make_app(state)) as server:
+        with_app(iat_home, lambda app, c: c.call("providers.configure", slug="alpha", provider_code="openai_audio",
+                                                 config={"endpoint": server.url + "/v1", "timeout_s": 30}))
+        out = chat(iat_home, user_home, ["/talk 2"], "--input-device", "iat_test_mic", "--output-device",
+                   "iat_test_speaker", "--stt-engine", "openai", "--tts-engine", "openai", "--language", "en")
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = out.stdout
+    assert "you said: export the project as a zip" in text and "error:" not in text, text
+    assert re.search(r"^  \[[0-9a-f]{8}\] custom: Export the project", text, re.M), text
+    [upload, spoken] = state.received
+    assert upload["path"] == "/v1/audio/transcriptions" and spoken["path"] == "/v1/audio/speech"
+    assert upload["audio"]["samplerate"] == RATE and upload["audio"]["frames"] == 2 * RATE
+    assert upload["fields"]["language"] == "en"
+    import soundfile
+
+    uploaded, _ = soundfile.read(io.BytesIO(upload["file"]), dtype="int16")
+    assert np.array_equal(uploaded[:len(said)], said)  # the microphone's samples, untouched on the way
+    # The tone the loopback answered with reached the speaker.
+    played = np.frombuffer(outfile.read_bytes(), dtype="<i2")
+    assert np.abs(played).max() > 1000
+
+    def check(app, c: Client):
+        rows = _requests(app)
+        found = c.call("agent.instructions.list", slug="alpha", limit=10)["items"]
+        return rows, found
+
+    rows, found = with_app(iat_home, check)
+    assert sorted((r["direction"], r["provider_code"], r["status"]) for r in rows) == [
+        ("stt", "openai_audio", "done"), ("tts", "openai_audio", "done")]
+    assert [i["payload"]["inputs"]["action"] for i in found] == ["export_project"]

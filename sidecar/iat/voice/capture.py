@@ -11,9 +11,7 @@ PortAudio is loaded on first use: a machine without it (no libportaudio2) or wit
 
 from __future__ import annotations
 
-import io
 import threading
-import wave
 from typing import Any
 
 import numpy as np
@@ -114,17 +112,6 @@ def record(device: int | str | None = None, rate: int = 16000, stop: threading.E
                 break
     samples = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int16)
     return Audio(samples=samples.astype(np.int16, copy=False), sample_rate=rate)
-
-
-def wav_bytes(audio: Audio) -> bytes:
-    """A mono 16-bit WAV file of `audio` (what voice.stt takes)."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(audio.sample_rate)
-        w.writeframes(np.asarray(audio.samples, dtype="<i2").tobytes())
-    return buf.getvalue()
 
 
 def level(audio: Audio) -> float:
