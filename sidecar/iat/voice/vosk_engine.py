@@ -267,7 +267,7 @@ def recognize(model, audio: Audio, *, grammar: list[str] | None = None,
         if rec.AcceptWaveform(data[2 * i:2 * (i + step)]):
             finish(rec.Result())  # an endpoint (silence): this segment is final
             current = ""
-        else:
+        elif on_partial is not None:  # a partial result costs a best-path search: only when someone listens
             current = _unk(json.loads(rec.PartialResult()).get("partial", ""))
         if on_partial is not None:
             text = " ".join(segments + ([current] if current else []))
