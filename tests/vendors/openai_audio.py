@@ -13,7 +13,8 @@ SDK's types (src/openai/types/audio/transcription.py, transcription_verbose.py, 
   `response_format` (mp3 | opus | aac | flac | wav | pcm; only wav and pcm are made here), `speed`,
   `instructions`. The answer is a real 24 kHz mono 16-bit WAV of a 220 Hz tone lasting 0.06 s per input
   character (at least 0.3 s), streamed in `state.chunk_bytes` chunks with its RIFF and data sizes 0xFFFFFFFF, as
-  a streamed WAV from OpenAI has them (its length is not known when the header goes out).
+  a streamed WAV from OpenAI has them (its length is not known when the header goes out); with
+  `state.hold_after_first` set, the rest waits for that event after the first chunk.
 - GET /v1/models: the list object.
 - Errors in OpenAI's body `{"error": {"message", "type", "param", "code"}}`: 401 when the state has a key and the
   Bearer token differs; 404 model_not_found; 400 for a malformed request. 429 and 500: queue
@@ -25,6 +26,7 @@ transcription the uploaded file's bytes and what libsndfile read of it (format, 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
 import struct
@@ -55,6 +57,10 @@ class AudioState:
     models: tuple[str, ...] = STT_MODELS + TTS_MODELS
     transcripts: deque = field(default_factory=deque)
     chunk_bytes: int = 4096
+    # Set: the speech stream sends its first chunk, then waits (at most 10 s) for this event before the rest, so a
+    # test can tell that the client had audio before the whole answer arrived.
+    hold_after_first: threading.Event | None = None
+    chunks_sent: int = 0
     received: list[dict[str, Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -190,8 +196,15 @@ def make_app(state: AudioState) -> web.Application:
         response = web.StreamResponse(headers={"Content-Type": "audio/wav" if fmt == "wav" else "audio/pcm",
                                                "x-request-id": "req_loopback"})
         await response.prepare(request)
-        for start in range(0, len(payload), state.chunk_bytes):
+        state.chunks_sent = 0
+        for n, start in enumerate(range(0, len(payload), state.chunk_bytes)):
+            if n == 1 and state.hold_after_first is not None:
+                for _ in range(1000):
+                    if state.hold_after_first.is_set():
+                        break
+                    await asyncio.sleep(0.01)
             await response.write(payload[start:start + state.chunk_bytes])
+            state.chunks_sent += 1
         await response.write_eof()
         return response
 

@@ -46,7 +46,6 @@ PLACEHOLDER_KEY = "sk-no-key-needed"
 STT_USD_PER_MINUTE: dict[str, float] = {"gpt-4o-mini-transcribe": 0.003, "gpt-4o-transcribe": 0.006,
                                         "whisper-1": 0.006}
 TTS_USD_PER_1M_CHARS: dict[str, float] = {"gpt-4o-mini-tts": 15.0, "tts-1": 15.0, "tts-1-hd": 30.0}
-CHUNK = 16 * 1024
 MAX_PROMPT_CHARS = 1000  # grammar phrases sent as the transcription prompt (vocabulary hints)
 CLIENT_CACHE = 16
 
@@ -236,7 +235,7 @@ class OpenAIAudioProvider(BaseProvider):
                     model=config.tts_model, voice=voice, input=text, response_format="wav",
                     timeout=timeout if timeout is not None else config.timeout_s) as response:
                 status = response.status_code
-                for chunk in response.iter_bytes(CHUNK):
+                for chunk in response.iter_bytes():  # as they arrive: a fixed size would wait to fill it
                     check_cancel(cancel)
                     if chunk:
                         if not chunks and on_first_audio is not None:

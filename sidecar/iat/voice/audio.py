@@ -97,7 +97,8 @@ def decode(data: bytes) -> tuple[Audio, dict]:
 
 
 def _to_int16(samples: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(samples * 32767.0), -32768, 32767).astype(np.int16)
+    # libsndfile reads 16-bit PCM as v / 32768: the same scale back gives the same samples.
+    return np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
 
 
 def to_rate(audio: Audio, rate: int) -> Audio:

@@ -47,7 +47,7 @@ class OpenAISpeechToText:
             lambda attempt: provider.transcribe(account, wav, duration_s=audio_in.duration_s, language=language,
                                                 prompt=prompt, timeout=attempt.timeout, cancel=attempt.cancel),
             billable=True, usage=usage_of, estimate_usd=estimate.cost_usd,
-            meta={"model": account.config.stt_model, "audio_seconds": round(audio_in.duration_s, 3)})
+            meta={"model": account.config.stt_model, "duration_s": round(audio_in.duration_s, 3)})
         meta = {"model": result.model, "provider_code": PROVIDER, "language": result.language,
                 "cost_usd": result.usage.get("cost_usd"), "billed_seconds": round(result.duration_s, 3)}
         if grammar:
