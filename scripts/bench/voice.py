@@ -97,7 +97,7 @@ def main() -> int:
 
         engine = VoskEngine()
         t0 = time.perf_counter()
-        first = engine.transcribe(app, handle, speech, grammar=grammar)  # loads the model (shared afterwards)
+        engine.transcribe(app, handle, speech, grammar=grammar)  # loads the model (shared afterwards)
         load_s = time.perf_counter() - t0
         model = vosk_engine.load_model(app.models.user_dir / "vosk" / "ko")
         bare_grammar = json.dumps(vosk_engine.model_grammar(model, grammar)[0] + ["<UNK>"], ensure_ascii=False)
