@@ -19,9 +19,10 @@ path that stores the audio, records the voice request and sends the recognised t
 and the answer are printed as for a typed line, then the answer is spoken (`voice.tts` on the assistant message,
 played by iat.voice.playback) unless --no-speak. A terminal cannot see a key being released, so Enter (an empty
 line) starts a recording and the next Enter stops it; /talk does the same through a pipe (the next line, whatever it
-holds, stops it) and /talk SECONDS records that long. No input device: one line, the chat goes on typed; an
---input-device or --output-device named that does not exist ends it with code 2 (a typo, not a missing device); no
-output device: the answers are printed only. A missing engine or model is the voice command's one-line error.
+holds, stops it; Ctrl+C or the end of input drops it) and /talk SECONDS records that long. No input device: one
+line, the chat goes on typed; an --input-device or --output-device named that does not exist ends it with code 2 (a
+typo, not a missing device); no output device: the answers are printed only. A missing engine or model is the voice
+command's one-line error.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ Type a request in plain words (e.g. "run the pipeline for shots s01, s02 at nigh
   /cancel ID        cancel an instruction that has not ended
   /quit             leave (also end of input, Ctrl+C)"""
 
-VOICE_HELP = """Push to talk (--voice): Enter (an empty line) starts recording, Enter again stops it (a terminal cannot see a key
+VOICE_HELP = """\
+Push to talk (--voice): Enter (an empty line) starts recording, Enter again stops it (a terminal cannot see a key
 being released, so the key is pressed twice). Typed lines still work.
   /talk             record until the next line (any line stops it)
   /talk SECONDS     record that long
@@ -385,12 +387,16 @@ class Chat:
             audio = voice.record(seconds=seconds)
         else:
             self.say("recording... press Enter to stop" if self.tty else "recording... (the next line stops it)")
-            audio = voice.record_until(self._next_line)
+            audio, line = voice.record_until(self._next_line)
+            if line is _EOF:  # Ctrl+C or the end of input: leaving, not asking
+                self.say("recording dropped")
+                return True
         self.say(f"recorded {audio.duration_s:.1f} s")
         if audio.duration_s == 0:
             return True
+        wav = audio_files.encode_wav(audio)
         result = self.call("voice.stt", slug=self.slug, session_id=self.session_id,
-                           audio_base64=base64.b64encode(audio_files.encode_wav(audio)).decode("ascii"), **voice.stt_params)
+                           audio_base64=base64.b64encode(wav).decode("ascii"), **voice.stt_params)
         transcript = result["transcript"]
         if not transcript.get("text"):
             reason = (transcript.get("meta") or {}).get("reason") or "no speech recognised"
@@ -449,7 +455,8 @@ class Voice:
         return capture.record(self.input, seconds=seconds)
 
     def record_until(self, next_line: Callable[[], object]):
-        """Records on a thread until next_line() returns (a line or the end of input)."""
+        """Records on a thread until next_line() returns (a line or the end of input); (the audio, what it
+        returned)."""
         from iat.voice import capture
 
         stop = threading.Event()
@@ -464,12 +471,12 @@ class Voice:
 
         worker = threading.Thread(target=run, name="chat-record", daemon=True)
         worker.start()
-        next_line()
+        line = next_line()
         stop.set()
         worker.join()
         if "error" in got:
             raise got["error"]
-        return got["audio"]
+        return got["audio"], line
 
     def speak(self, chat: Chat, message_id: str) -> None:
         """voice.tts on the assistant message, then played; a failure is one line and the chat goes on (no output

@@ -43,13 +43,13 @@ def speech(speak_ko):
     return make
 
 
-def sound_home(tmp_path: Path, samples: np.ndarray) -> tuple[Path, Path]:
+def sound_home(tmp_path: Path, samples: np.ndarray, pad_s: float = PAD_S) -> tuple[Path, Path]:
     """A HOME whose ~/.asoundrc defines iat_test_mic (reading `samples`) and iat_test_speaker; (home, the file
     the speaker writes)."""
     home = tmp_path / "user"
     home.mkdir()
     infile, outfile = tmp_path / "mic.raw", tmp_path / "speaker.raw"
-    padded = np.concatenate([np.asarray(samples, dtype=np.int16), np.zeros(RATE * PAD_S, np.int16)])
+    padded = np.concatenate([np.asarray(samples, dtype=np.int16), np.zeros(int(RATE * pad_s), np.int16)])
     infile.write_bytes(padded.astype("<i2").tobytes())
     text = ASOUNDRC.read_text().replace("@INFILE@", str(infile)).replace("@OUTFILE@", str(outfile))
     (home / ".asoundrc").write_text(text.replace("@RATE@", str(RATE)))
@@ -181,10 +181,19 @@ def _requests(app) -> list[dict]:
 
 
 def test_silence_is_heard_as_nothing_and_makes_no_message(tmp_path: Path, iat_home: Path):
-    user_home, _ = sound_home(tmp_path, np.zeros(RATE, np.int16))
-    out = chat(iat_home, user_home, ["/talk 1"], "--input-device", "iat_test_mic", "--no-speak")
+    # "/talk" records until the next line; the test microphone is not paced by a clock, so by then it has given
+    # the most one recording takes (capture.MAX_SECONDS): its file holds that much silence.
+    from iat.voice.capture import MAX_SECONDS
+
+    user_home, _ = sound_home(tmp_path, np.zeros(RATE, np.int16), pad_s=MAX_SECONDS + 1)
+    out = chat(iat_home, user_home, ["/talk", "stop", "/talk 1", "/talk"], "--input-device", "iat_test_mic",
+               "--no-speak")
     assert out.returncode == 0, out.stderr
-    assert "you said: (nothing" in out.stdout and "copilot:" not in out.stdout, out.stdout
+    lines = out.stdout.splitlines()
+    assert lines.count("recording... (the next line stops it)") == 2 and f"recorded {MAX_SECONDS:.1f} s" in lines
+    assert sum(line.startswith("you said: (nothing: ") for line in lines) == 2, out.stdout
+    assert lines[-2:] == ["recording dropped", "bye"]  # the end of input while recording drops it
+    assert "copilot:" not in out.stdout, out.stdout
     messages = with_app(iat_home, lambda app, c: c.call("chat.messages.list", slug="alpha", session_id=c.call(
         "chat.sessions.list", slug="alpha")["items"][0]["id"])["items"])
     assert messages == []
