@@ -1,7 +1,9 @@
 """Voice through the frozen binary: voice.tts speaks one Korean phrase with eSpeak NG through pyttsx3, and voice.stt
 recognises that very audio (the stored asset) with vosk in grammar mode, on the Korean test model put in the frozen
-sidecar's models folder; the text becomes a chat message the copilot answers. Only the frozen build shows that
-pyttsx3's espeak driver, vosk's native library, soundfile and soxr were carried and load there."""
+sidecar's models folder; the text becomes a chat message the copilot answers. Then push to talk: the frozen
+`chat --voice` records the phrase from the ALSA file device standing in for a microphone (tests/voice/alsa), hears
+it, and speaks the answer to the one standing in for a speaker. Only the frozen build shows that pyttsx3's espeak
+driver, vosk's native library, soundfile, soxr and PortAudio (sounddevice) were carried and load there."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import base64
 import importlib.util
 import io
 import shutil
+import subprocess
 import wave
 from pathlib import Path
 
@@ -16,6 +19,8 @@ import numpy as np
 
 from support import missing_real_part
 from tests.frozen.test_frozen_smoke import FrozenSidecar, bare_env, frozen_binary  # noqa: F401 - fixtures
+from tests.voice.conftest import speak_ko  # noqa: F401 - fixture
+from tests.voice.test_push_to_talk import RATE, sound_home
 
 PHRASE = "서울"  # "Seoul"; the project is named so, which puts the word in the grammar voice.stt builds
 CALL_TIMEOUT_S = 180  # the model's first load and a recognition on a loaded 2-core machine
@@ -34,12 +39,16 @@ def _result(sidecar: FrozenSidecar, method: str, params: dict) -> dict:
     return response["result"]
 
 
+def _install_model(env: dict[str, str]) -> None:
+    models = Path(env["IAT_HOME"]) / "models" / "vosk"
+    models.mkdir(parents=True)
+    shutil.copytree(_model_folder(), models / "ko")
+
+
 def test_frozen_voice_speaks_and_recognises_a_phrase(frozen_binary: Path, bare_env: dict[str, str]) -> None:
     if shutil.which("espeak-ng") is None and not Path("/usr/lib/x86_64-linux-gnu/libespeak-ng.so.1").exists():
         missing_real_part("eSpeak NG (Debian espeak-ng, libespeak-ng1)")
-    models = Path(bare_env["IAT_HOME"]) / "models" / "vosk"
-    models.mkdir(parents=True)
-    shutil.copytree(_model_folder(), models / "ko")
+    _install_model(bare_env)
 
     sidecar = FrozenSidecar(frozen_binary, bare_env)
     try:
@@ -69,3 +78,28 @@ def test_frozen_voice_speaks_and_recognises_a_phrase(frozen_binary: Path, bare_e
         assert turn["assistant_message"]["content_text"]
     finally:
         sidecar.kill()
+
+
+def test_frozen_push_to_talk(frozen_binary: Path, bare_env: dict[str, str], speak_ko, tmp_path: Path) -> None:
+    from iat.voice import audio
+
+    _install_model(bare_env)
+    sidecar = FrozenSidecar(frozen_binary, bare_env)
+    try:
+        assert sidecar.read_message(timeout=60).get("method") == "sidecar.ready", sidecar.log()
+        _result(sidecar, "projects.create", {"slug": "talk", "name": PHRASE})
+    finally:
+        sidecar.kill()
+    speech, _ = audio.decode(speak_ko(PHRASE))
+    user_home, speaker = sound_home(tmp_path, audio.to_rate(speech, RATE).samples)
+    env = {**bare_env, "HOME": str(user_home)}
+    out = subprocess.run([str(frozen_binary), "chat", "--project", "talk", "--voice", "--grammar", "--input-device",
+                          "iat_test_mic", "--output-device", "iat_test_speaker"], input="/talk 2\n",
+                         capture_output=True, text=True, env=env, cwd=user_home, timeout=CALL_TIMEOUT_S)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert "recorded 2.0 s" in lines and f"you said: {PHRASE}" in lines, out.stdout + out.stderr
+    assert lines[lines.index(f"you said: {PHRASE}") + 1].startswith("copilot: ")
+    assert "error:" not in out.stdout and "Traceback" not in out.stderr, out.stdout + out.stderr
+    played = np.frombuffer(speaker.read_bytes(), dtype="<i2")
+    assert np.abs(played).max() > 1000  # the answer was spoken
