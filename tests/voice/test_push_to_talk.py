@@ -268,3 +268,18 @@ def test_push_to_talk_through_the_openai_engines(tmp_path: Path, iat_home: Path,
     assert sorted((r["direction"], r["provider_code"], r["status"]) for r in rows) == [
         ("stt", "openai_audio", "done"), ("tts", "openai_audio", "done")]
     assert [i["payload"]["inputs"]["action"] for i in found] == ["export_project"]
+
+
+def test_no_vosk_model_is_one_line_and_the_chat_goes_on(tmp_path: Path, speech):
+    home = tmp_path / "bare-iat"
+    with_app(home, lambda app, c: c.call("projects.create", slug="alpha", name="Alpha"))
+    user_home, _ = sound_home(tmp_path, speech("서울"))
+    out = chat(home, user_home, ["/talk 1", "hello"], "--input-device", "iat_test_mic", "--no-speak",
+               "--stt-engine", "vosk")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    [error] = [line for line in lines if line.startswith("error:")]
+    assert error.startswith("error: conflict: no vosk model is installed: put an unpacked vosk model folder")
+    assert str(home / "models" / "vosk") in error
+    assert lines[lines.index(error) + 1].startswith("copilot: ")  # "hello", typed, still answered
+    assert "Traceback" not in out.stdout + out.stderr
