@@ -637,3 +637,25 @@ def test_shuffled_words_never_crash_and_only_valid_or_named_destruction():
                 if _destructive(p):
                     assert re.search(r"delet|remov|eras|trash|destroy|wip|purg|rid|discard|nuk|clear|clean|throw|"
                                      r"drop|scrap|prune|candidate|option|variant|version|final", text, re.I), text
+
+
+# --- command phrases of other languages (iat.copilot.glossary: what a Korean speech model returns) ---
+
+
+@pytest.mark.parametrize("spoken,english", [
+    ("저장소 동기화", "sync the storage"), ("품질 검사", "check the quality of the last run"),
+    ("비용 보여줘", "show the costs"), ("마지막 지시 취소", "cancel the last instruction"),
+    ("지시 목록", "list the instructions"), ("도움말", "help"),
+])
+def test_a_glossary_phrase_is_understood_as_its_english_request(spoken, english):
+    from iat.copilot import glossary
+
+    assert glossary.to_english(spoken) == english
+    assert parse(spoken, CTX) == parse(english, CTX)
+
+
+def test_glossary_phrases_replace_whole_words_only():
+    from iat.copilot import glossary
+
+    assert glossary.to_english("저장소 동기화해") == "저장소 동기화해"
+    assert glossary.to_english("please 비용 보여줘 now") == "please show the costs now"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from iat.copilot import glossary
 from iat.copilot.context import Context
 from iat.copilot.replies import Proposal, Reply
 
@@ -616,7 +617,7 @@ def parse(text: str, ctx: Context) -> Reply:
         ids.append(m.group(0).lower())
         return f" idref{len(ids) - 1} "
 
-    t = " ".join(UUID.sub(keep, str(text or "").lower()).split())
+    t = " ".join(UUID.sub(keep, glossary.to_english(str(text or "").lower())).split())
     for rx, to in REWRITES:
         t = rx.sub(to, t)
     t = " ".join(t.split())

@@ -1,7 +1,8 @@
 """The grammar for short spoken commands: what the copilot understands, as phrases a recognizer can be held to.
 
 `phrases(app, handle)` lists, in a fixed order and without repeats: the command words the copilot's parser acts on
-(render, export, sync, check, cancel, upscale, ...), number words, the project's name and the other projects'
+(render, export, sync, check, cancel, upscale, ...), number words, the command phrases of other languages
+(iat.copilot.glossary), the project's name and the other projects'
 names, the shot keys of recent runs spoken ("s01" -> "s one"; recognizers' vocabularies hold words, not digits)
 and the characters' names, all lower case and split into words (anything but letters and digits separates them,
 so Korean or accented names stay whole words).
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from iat.copilot import context
+from iat.copilot import context, glossary
 
 MAX_PHRASES = 400  # grammar decoding slows and confuses more with every phrase; commands need few
 
@@ -62,7 +63,7 @@ def phrase(text: str) -> str:
 
 def build(ctx: context.Context) -> list[str]:
     """The phrases for a copilot context (see the module docstring for what and in which order)."""
-    items: list[str] = [*COMMAND_WORDS, *NUMBER_WORDS[1:11], phrase(ctx.project_name)]
+    items: list[str] = [*COMMAND_WORDS, *NUMBER_WORDS[1:11], *glossary.phrases(), phrase(ctx.project_name)]
     items += [phrase(name) for _, name in sorted(ctx.other_projects.items())]
     items += [spoken_key(key) for key in sorted(ctx.shots)]
     items += [phrase(name) for _, name in sorted(ctx.characters.items())]
