@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from iat.copilot import glossary
 from iat.errors import Conflict
 from iat.voice import audio as voice_audio
 from iat.voice import vocabulary, vosk_engine
@@ -80,7 +81,8 @@ def test_round_trip_in_grammar_mode(korean_project, vosk_app, speak_ko):
     meta = engine.transcribe(vosk_app, korean_project, at_16k(speak_ko("클라라")), grammar=grammar).meta
     assert {"render", "export", "upscale"} <= set(meta["grammar_unknown_words"])
     assert meta["grammar_unknown_count"] == len(meta["grammar_unknown_words"])
-    assert meta["grammar_phrases"] == len(OTHER_PROJECTS) + 1 + len(CHARACTERS) + len(COMMANDS)
+    assert meta["grammar_phrases"] == (len(OTHER_PROJECTS) + 1 + len(CHARACTERS) + len(COMMANDS)
+                                       + len(glossary.PHRASES["ko"]))  # the copilot's Korean command phrases
 
 
 def test_partial_results_for_a_long_utterance(korean_project, vosk_app, speak_ko):
