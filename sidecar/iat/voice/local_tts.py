@@ -3,8 +3,8 @@ SAPI5 on Windows, NSSpeechSynthesizer on macOS). Offline and free: no ledger.
 
 pyttsx3 engines are not thread-safe and `pyttsx3.init()` hands every caller the same engine of a driver (kept in a
 weak dictionary: this module holds the one strong reference), and eSpeak NG can be initialised once per process. So
-there is one engine per process and every call runs under one lock: set the voice, `save_to_file` into a temp
-file, `runAndWait`, read the file. The eSpeak driver of pyttsx3 prints "Audio saved to ..." on stdout; that print
+there is one engine per process (asked for by its driver's name, see _driver_name) and every call runs under one
+lock: set the voice, `save_to_file` into a temp file, `runAndWait`, read the file. The eSpeak driver of pyttsx3 prints "Audio saved to ..." on stdout; that print
 goes to stderr (stdout is the stdio transport's and the terminal chat's).
 
 Voice: by id (`gmw/en-us`, `ko`), by name (`English (America)`, `Korean`), or by language (`en`, `ko`: the voice of
@@ -44,6 +44,17 @@ def install_hint() -> str:
     return "install a speech synthesizer pyttsx3 can drive (eSpeak NG, SAPI5 or NSSpeechSynthesizer)"
 
 
+def _driver_name() -> str | None:
+    """The OS's default driver, named: pyttsx3 caches engines by the name they were asked for, and two engines on
+    one eSpeak NG (init() and init("espeak")) fight over its one synthesis callback (the loser's runAndWait never
+    ends). Naming it shares the engine with any other code of the process that names it."""
+    try:
+        from pyttsx3.engine import default_engine_by_sys_platform
+    except ImportError:  # an older pyttsx3: its init() picks the same driver
+        return None
+    return default_engine_by_sys_platform()
+
+
 def _get_engine():
     """The process's pyttsx3 engine (call under _lock)."""
     global _engine, _default_voice
@@ -51,7 +62,7 @@ def _get_engine():
         try:
             import pyttsx3
 
-            engine = pyttsx3.init()
+            engine = pyttsx3.init(_driver_name())
             voices = engine.getProperty("voices") or []
         except Exception as exc:  # no driver library (OSError, ImportError, RuntimeError from the driver)
             raise Conflict(f"no local speech engine: {exc}; {install_hint()}",
