@@ -20,6 +20,9 @@
 - An agent instruction's inputs, execution and constraints are validated by its type's own models (one shared body
   schema cannot state them per type): positive agent.instructions.create cases the type refuses get a valid
   payload of that type instead. Negative cases go out as generated.
+- Schema-valid base64 is rarely audio, and generated asset, session and message ids name nothing: positive
+  voice.stt cases send a short silent WAV (no asset, no session; vosk without a model and openai without an
+  account then answer conflict), positive voice.tts cases naming a message speak a fixed text instead.
 - models.download must never reach outside this machine: every case whose URL the sidecar would accept (positive
   or not) gets the URL of a loopback server this module runs, which serves one small super-resolution model
   (built with tests/onnx_models in the scratch folder). Positive models.download and models.install cases name that
@@ -80,6 +83,13 @@ def before_call(ctx, case, **kwargs):
         paths = body.get("paths")
         if isinstance(paths, list) and paths:
             body["paths"] = [_IMAGES[i % len(_IMAGES)] for i in range(min(len(paths), len(_IMAGES)))]
+    if positive and case.operation.method.upper() == "POST" and case.operation.path == _STT \
+            and isinstance(body, dict):
+        # Schema-valid base64 is rarely a WAV, FLAC or OGG file, and a generated asset or session id names none.
+        body.update({"audio_base64": _wav_base64(), "asset_id": None, "session_id": None})
+    if positive and case.operation.method.upper() == "POST" and case.operation.path == _TTS \
+            and isinstance(body, dict) and body.get("message_id") is not None:
+        body.update({"message_id": None, "text": "The copilot speaks."})  # a generated message id names none
 
 
 # The operations taking a shot list (runs.start, runs.plan), and assets.import.
@@ -89,6 +99,22 @@ _CONFIGURE = "/api/projects/{slug}/providers/{provider_code}"
 _MODELS, _DOWNLOAD = "/api/models", "/api/models/download"
 _EXPORTS_IMPORT = "/api/exports/import"
 _INSTRUCTIONS = "/api/projects/{slug}/agent/instructions"
+_STT, _TTS = "/api/projects/{slug}/voice/stt", "/api/projects/{slug}/voice/tts"
+
+
+@functools.cache
+def _wav_base64() -> str:
+    """A quarter second of silence as 16 kHz mono 16-bit WAV, base64: what positive voice.stt cases send."""
+    import base64
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x00" * 4000)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 # A valid payload of each instruction type, for positive agent.instructions.create cases whose generated inputs,
 # execution or constraints the type refuses (what each type takes is in schema/agent_instruction.schema.json and

@@ -83,7 +83,8 @@ class TtsOut(Result):
 class SttParams(ProjectRef):
     model_config = ConfigDict(json_schema_extra=exactly_one_of("audio_base64", "asset_id"))
 
-    audio_base64: str | None = Field(None, max_length=MAX_AUDIO_BASE64, pattern=r"^[A-Za-z0-9+/]*={0,2}$",
+    audio_base64: str | None = Field(None, min_length=4, max_length=MAX_AUDIO_BASE64,
+                                     pattern=r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
                                      description="The audio file (WAV, FLAC or OGG Vorbis/Opus), base64 with "
                                                  "padding; or give asset_id")
     asset_id: uuid.UUID | None = Field(None, description="An audio asset of the project to transcribe")
