@@ -19,15 +19,12 @@ marked `tokens_estimated`. Failures map exactly as the `openai` image connector'
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from pydantic import Field
 
@@ -35,12 +32,11 @@ from iat.errors import ProviderError, ProviderTimeout, ProviderUnavailable
 from iat.providers.base import (
     Account, BaseProvider, CostEstimate, Pricing, ProviderConfig, ProviderStatus, check_cancel,
 )
+from iat.providers.openai_clients import OPENAI_ENDPOINT, Clients, is_openai
 from iat.providers.openai_images import vendor_error
 
 CODE = "llm"
-OPENAI_ENDPOINT = "https://api.openai.com/v1"
 DEFAULT_MODEL = "gpt-4o-mini"
-PLACEHOLDER_KEY = "sk-no-key-needed"  # what the SDK is given for a local server configured without a key
 # OpenAI's published list prices, USD per 1M tokens: (input, output). openai.com/api/pricing, standard tier.
 PUBLISHED_PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o-mini": (0.15, 0.60),
@@ -54,7 +50,6 @@ PUBLISHED_PRICES: dict[str, tuple[float, float]] = {
     "o4-mini": (1.10, 4.40),
     "o3": (2.00, 8.00),
 }
-CLIENT_CACHE = 16
 
 
 class ChatPricing(Pricing):
@@ -75,9 +70,6 @@ class ChatConfig(ProviderConfig):
     max_tokens: int = Field(1024, ge=16, le=65536, description="Longest answer, in tokens")
     timeout_s: float = Field(60.0, gt=0, le=3600, description="Limit of one attempt, in seconds")
 
-
-def is_openai(config: ChatConfig) -> bool:
-    return config.endpoint is None or urlsplit(config.endpoint).hostname == "api.openai.com"
 
 
 def prices(config: ChatConfig) -> tuple[float, float]:
@@ -123,8 +115,7 @@ class ChatProvider(BaseProvider):
     operations = ("chat",)
 
     def __init__(self) -> None:
-        self._clients: OrderedDict[tuple[str, str], Any] = OrderedDict()
-        self._lock = threading.Lock()
+        self._clients = Clients(CODE)
 
     def status(self, account: Account) -> ProviderStatus:
         status = super().status(account)
@@ -134,29 +125,7 @@ class ChatProvider(BaseProvider):
         return status
 
     def _client(self, account: Account):
-        config: ChatConfig = account.config  # type: ignore[assignment]
-        endpoint = config.endpoint or OPENAI_ENDPOINT
-        key = account.secrets.get("api_key") or ""
-        if not key and is_openai(config):
-            raise ProviderError(f"provider {CODE} needs the secret api_key; store it with secrets.set",
-                                details={"provider": CODE})
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        with self._lock:
-            client = self._clients.get((endpoint, digest))
-            if client is not None:
-                self._clients.move_to_end((endpoint, digest))
-                return client
-        import openai
-
-        client = openai.OpenAI(api_key=key or PLACEHOLDER_KEY, base_url=endpoint, max_retries=0,
-                               timeout=config.timeout_s)
-        # The SDK reads OPENAI_ORG_ID / OPENAI_PROJECT_ID from the environment: the account says what is sent.
-        client.organization, client.project = None, None
-        with self._lock:
-            client = self._clients.setdefault((endpoint, digest), client)
-            while len(self._clients) > CLIENT_CACHE:
-                self._clients.popitem(last=False)  # dropped, not closed: another thread may be using it
-        return client
+        return self._clients.get(account)
 
     def _secrets(self, account: Account) -> tuple[str, ...]:
         return tuple(v for v in account.secrets.values() if v)

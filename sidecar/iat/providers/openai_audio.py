@@ -19,13 +19,10 @@ nothing. Failures map exactly as the image connector's (`openai_images.vendor_er
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from pydantic import Field
 
@@ -33,21 +30,19 @@ from iat.errors import ProviderError
 from iat.providers.base import (
     Account, BaseProvider, CostEstimate, Pricing, ProviderConfig, ProviderStatus, check_cancel,
 )
+from iat.providers.openai_clients import OPENAI_ENDPOINT, Clients, is_openai
 from iat.providers.openai_images import vendor_error
 
 CODE = "openai_audio"
-OPENAI_ENDPOINT = "https://api.openai.com/v1"
 DEFAULT_STT_MODEL = "gpt-4o-mini-transcribe"
 DEFAULT_TTS_MODEL = "gpt-4o-mini-tts"
 DEFAULT_VOICE = "alloy"
-PLACEHOLDER_KEY = "sk-no-key-needed"
 # OpenAI's list prices (openai.com/api/pricing): transcription USD per minute of audio, speech USD per 1M input
 # characters (gpt-4o-mini-tts is priced by tokens, about 15 USD per 1M characters of typical text).
 STT_USD_PER_MINUTE: dict[str, float] = {"gpt-4o-mini-transcribe": 0.003, "gpt-4o-transcribe": 0.006,
                                         "whisper-1": 0.006}
 TTS_USD_PER_1M_CHARS: dict[str, float] = {"gpt-4o-mini-tts": 15.0, "tts-1": 15.0, "tts-1-hd": 30.0}
 MAX_PROMPT_CHARS = 1000  # grammar phrases sent as the transcription prompt (vocabulary hints)
-CLIENT_CACHE = 16
 
 
 class AudioPricing(Pricing):
@@ -68,9 +63,6 @@ class AudioConfig(ProviderConfig):
     pricing: AudioPricing = Field(default_factory=AudioPricing)
     timeout_s: float = Field(60.0, gt=0, le=3600, description="Limit of one attempt, in seconds")
 
-
-def is_openai(config: AudioConfig) -> bool:
-    return config.endpoint is None or urlsplit(config.endpoint).hostname == "api.openai.com"
 
 
 def _listed(table: dict[str, float], model: str) -> float:
@@ -116,8 +108,7 @@ class OpenAIAudioProvider(BaseProvider):
     operations = ("transcribe", "speak")
 
     def __init__(self) -> None:
-        self._clients: OrderedDict[tuple[str, str], Any] = OrderedDict()
-        self._lock = threading.Lock()
+        self._clients = Clients(CODE)
 
     def status(self, account: Account) -> ProviderStatus:
         status = super().status(account)
@@ -141,28 +132,7 @@ class OpenAIAudioProvider(BaseProvider):
         return tuple(v for v in account.secrets.values() if v)
 
     def _client(self, account: Account):
-        config: AudioConfig = account.config  # type: ignore[assignment]
-        endpoint = config.endpoint or OPENAI_ENDPOINT
-        key = account.secrets.get("api_key") or ""
-        if not key and is_openai(config):
-            raise ProviderError(f"provider {CODE} needs the secret api_key; store it with secrets.set",
-                                details={"provider": CODE})
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        with self._lock:
-            client = self._clients.get((endpoint, digest))
-            if client is not None:
-                self._clients.move_to_end((endpoint, digest))
-                return client
-        import openai
-
-        client = openai.OpenAI(api_key=key or PLACEHOLDER_KEY, base_url=endpoint, max_retries=0,
-                               timeout=config.timeout_s)
-        client.organization, client.project = None, None  # the account says what is sent, not the environment
-        with self._lock:
-            client = self._clients.setdefault((endpoint, digest), client)
-            while len(self._clients) > CLIENT_CACHE:
-                self._clients.popitem(last=False)
-        return client
+        return self._clients.get(account)
 
     def probe(self, account: Account, *, timeout: float) -> dict[str, Any]:
         """GET /models: free, and shows the endpoint answers and takes the key."""
