@@ -182,7 +182,10 @@ def _requests(app) -> list[dict]:
 
 def test_silence_is_heard_as_nothing_and_makes_no_message(tmp_path: Path, iat_home: Path):
     # "/talk" records until the next line; the test microphone is not paced by a clock, so by then it has given
-    # the most one recording takes (capture.MAX_SECONDS): its file holds that much silence.
+    # up to the most one recording takes (capture.MAX_SECONDS; less on a loaded machine): its file holds that much
+    # silence.
+    import re
+
     from iat.voice.capture import MAX_SECONDS
 
     user_home, _ = sound_home(tmp_path, np.zeros(RATE, np.int16), pad_s=MAX_SECONDS + 1)
@@ -190,7 +193,9 @@ def test_silence_is_heard_as_nothing_and_makes_no_message(tmp_path: Path, iat_ho
                "--no-speak")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines.count("recording... (the next line stops it)") == 2 and f"recorded {MAX_SECONDS:.1f} s" in lines
+    assert lines.count("recording... (the next line stops it)") == 2
+    lengths = [float(m.group(1)) for line in lines if (m := re.fullmatch(r"recorded (\d+\.\d) s", line))]
+    assert lengths[0] > 0 and lengths[0] <= MAX_SECONDS and lengths[1:] == [1.0], out.stdout
     assert sum(line.startswith("you said: (nothing: ") for line in lines) == 2, out.stdout
     assert lines[-2:] == ["recording dropped", "bye"]  # the end of input while recording drops it
     assert "copilot:" not in out.stdout, out.stdout

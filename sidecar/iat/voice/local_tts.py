@@ -112,6 +112,26 @@ def pick_voice(available: list[dict], voice: str | None, language: str | None) -
     return None
 
 
+WRITE_WAIT_S = 10.0  # how long the driver may take to write the file after runAndWait returned
+
+
+def _written(path: Path) -> bytes:
+    """The WAV the driver wrote. pyttsx3's eSpeak NG driver writes it from its synthesis callback when the message
+    ends, which can come after runAndWait has returned (seen on loaded machines: an empty file, then "Audio saved
+    to"): wait until the file is whole, its RIFF size (patched last, when the writer closes it) matching its
+    length."""
+    import time
+
+    deadline = time.monotonic() + WRITE_WAIT_S
+    while True:
+        data = path.read_bytes() if path.exists() else b""
+        if len(data) > 44 and data[:4] == b"RIFF" and int.from_bytes(data[4:8], "little") == len(data) - 8:
+            return data
+        if time.monotonic() > deadline:
+            return data
+        time.sleep(0.01)
+
+
 class LocalSpeech:
     code: ClassVar[str] = "local"
 
@@ -133,7 +153,7 @@ class LocalSpeech:
                 except Exception as exc:
                     raise EngineError(f"the local speech engine failed: {exc}",
                                       details={"engine": self.code, "voice": voice_id}) from None
-                data = path.read_bytes() if path.exists() else b""
+                data = _written(path)
             if len(data) <= 44:  # a bare header: nothing was synthesised
                 raise EngineError("the local speech engine produced no audio",
                                   details={"engine": self.code, "voice": voice_id})
