@@ -412,7 +412,7 @@ def test_other_projects_assets_unknown_ids_and_non_images_are_refused_and_nothin
         assert client.error(method, slug="alpha", asset_id=foreign["id"], **extra).name == "not_found", method
         assert client.error(method, slug="alpha", asset_id=str(uuid.uuid4()), **extra).name == "not_found", method
         err = client.error(method, slug="alpha", asset_id=text["id"], **extra)
-        assert err.name == "invalid_params" and err.details["mime_type"] == "text/plain", method
+        assert err.name == "conflict" and err.details["mime_type"] == "text/plain", method
         assert client.error(method, slug="nobody", asset_id=source["id"], **extra).name == "not_found", method
     assert state(client, alpha) == before
     assert client.call("quality.list", slug="beta")["items"] == []

@@ -39,7 +39,7 @@ from iat.audit import repo as audit
 from iat.clock import utcnow
 from iat.engines.base import EngineContext
 from iat.engines.chain import remove_background as run_chain
-from iat.errors import EngineError, InvalidParams, NotFound
+from iat.errors import Conflict, EngineError, InvalidParams, NotFound
 from iat.imaging.color import ColorCorrection, correct_colors
 from iat.imaging.io import open_image, png_bytes
 from iat.imaging.pngtext import add_text
@@ -67,8 +67,10 @@ def _source(handle, asset_id: str) -> tuple[dict, Path]:
     """The asset row and its file; only a raster image stored locally in this project qualifies."""
     row = handle.store.read(assets_repo.get_asset, handle.id, asset_id)  # NotFound: unknown or another project's
     if not (row["mime_type"] or "").startswith("image/") or row["width"] is None or row["height"] is None:
-        raise _invalid(f"asset {asset_id} is not a raster image (kind {row['kind']}, type {row['mime_type']})",
-                       "asset_id", asset_id=asset_id, kind=row["kind"], mime_type=row["mime_type"])
+        # conflict, not invalid_params: the id is a valid asset of the project; what is stored there (speech, a
+        # package, a log) is what does not fit the operation.
+        raise Conflict(f"asset {asset_id} is not a raster image (kind {row['kind']}, type {row['mime_type']})",
+                       details={"asset_id": asset_id, "kind": row["kind"], "mime_type": row["mime_type"]})
     if row["storage_backend"] != files.BACKEND:
         raise _invalid(f"asset {asset_id} is stored on {row['storage_backend']}; only local files are processed",
                        "asset_id", asset_id=asset_id, storage_backend=row["storage_backend"])
