@@ -32,7 +32,7 @@ from iat.errors import ProviderError, ProviderTimeout, ProviderUnavailable
 from iat.providers.base import (
     Account, BaseProvider, CostEstimate, Pricing, ProviderConfig, ProviderStatus, check_cancel,
 )
-from iat.providers.openai_clients import OPENAI_ENDPOINT, Clients, is_openai
+from iat.providers.openai_clients import OPENAI_ENDPOINT, Clients, is_openai, key_status
 from iat.providers.openai_images import vendor_error
 
 CODE = "llm"
@@ -118,11 +118,7 @@ class ChatProvider(BaseProvider):
         self._clients = Clients(CODE)
 
     def status(self, account: Account) -> ProviderStatus:
-        status = super().status(account)
-        if status.ready and is_openai(account.config) and not account.secrets.get("api_key"):  # type: ignore[arg-type]
-            return ProviderStatus(False, f"provider {CODE} on api.openai.com needs the secret api_key; store it with "
-                                         f"secrets.set, or set an endpoint for a local server")
-        return status
+        return key_status(CODE, account, super().status(account))
 
     def _client(self, account: Account):
         return self._clients.get(account)

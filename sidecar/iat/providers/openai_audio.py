@@ -30,7 +30,7 @@ from iat.errors import ProviderError
 from iat.providers.base import (
     Account, BaseProvider, CostEstimate, Pricing, ProviderConfig, ProviderStatus, check_cancel,
 )
-from iat.providers.openai_clients import OPENAI_ENDPOINT, Clients, is_openai
+from iat.providers.openai_clients import OPENAI_ENDPOINT, Clients, is_openai, key_status
 from iat.providers.openai_images import vendor_error
 
 CODE = "openai_audio"
@@ -111,11 +111,7 @@ class OpenAIAudioProvider(BaseProvider):
         self._clients = Clients(CODE)
 
     def status(self, account: Account) -> ProviderStatus:
-        status = super().status(account)
-        if status.ready and is_openai(account.config) and not account.secrets.get("api_key"):  # type: ignore[arg-type]
-            return ProviderStatus(False, f"provider {CODE} on api.openai.com needs the secret api_key; store it with "
-                                         f"secrets.set, or set an endpoint for a local server")
-        return status
+        return key_status(CODE, account, super().status(account))
 
     def estimate(self, request: Any = None, account: Account | None = None) -> CostEstimate:
         return CostEstimate(units=0.0, cost_usd=0.0)  # see estimate_transcription / estimate_speech

@@ -57,3 +57,14 @@ class Clients:
             while len(self._clients) > CLIENT_CACHE:
                 self._clients.popitem(last=False)
         return client
+
+
+def key_status(code: str, account: Account, status):
+    """`status` (the provider's BaseProvider.status), made not ready when the account talks to api.openai.com
+    without an api_key: a local server needs none."""
+    from iat.providers.base import ProviderStatus
+
+    if status.ready and is_openai(account.config) and not account.secrets.get("api_key"):
+        return ProviderStatus(False, f"provider {code} on api.openai.com needs the secret api_key; store it with "
+                                     f"secrets.set, or set an endpoint for a local server")
+    return status
